@@ -1,0 +1,149 @@
+"""The encoder contract every family implements.
+
+A family is an :class:`Autoencoder` subclass registered under a short ``name``:
+
+- ``encode(x, latent)`` → ``(B, D)``: the flattened latent the probes read. Which tensor
+  *is* the latent is a named choice (``latents``: first = default) recorded with every
+  score, e.g. the VAE's ``mean`` or ``sample``.
+- ``decode(z, latent)`` → images ``(B, C, 32, 32)`` in the pixel scale [-1, 1].
+- ``training_step(x)`` → a :class:`Step`: one scalar loss per optimiser group, the detached
+  input of the online single-layer classifier, and scalars to log. The trainer owns
+  everything else (batches, devices, precision, optimisers, checkpoints): each group's
+  loss is differentiated with respect to that group's parameters only, so a critic's loss
+  never moves the autoencoder and vice versa, and all groups step simultaneously from one
+  forward pass, as in the official code (``acai.md`` §3.8).
+- ``optimizer_groups(lr)`` → ``{group: (parameters, learning rate)}``.
+- ``parameter_counts()`` → ``{"encoder": n, "decoder": n, ...}`` (critic/discriminator too).
+
+Reference encoders (``learned = False``: raw pixels, PCA) have no training step; the
+trainer calls ``fit(x_train)`` once instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+IMAGE_SIZE = 32
+
+# latent size -> (latent_width, latent channels): the paper's configurations (acai.md §2.1, §3.9)
+LATENT_SHAPES: dict[int, tuple[int, int]] = {32: (4, 2), 64: (2, 16), 256: (4, 16), 1024: (4, 64)}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The shape of one paper autoencoder, in the official code's terms (``acai.md`` §2.1).
+
+    ``colors`` image channels; ``depth`` channels of the first conv (doubling at every
+    scale); ``latent_width`` spatial size of the latent map; ``latent_channels`` its channels.
+    """
+
+    colors: int
+    depth: int
+    latent_width: int
+    latent_channels: int
+
+    @property
+    def scales(self) -> int:
+        return round(math.log2(IMAGE_SIZE / self.latent_width))
+
+    @property
+    def latent_dim(self) -> int:
+        return self.latent_channels * self.latent_width ** 2
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (self.latent_channels, self.latent_width, self.latent_width)
+
+    @classmethod
+    def for_latent_dim(cls, colors: int, depth: int, latent_dim: int) -> "Arch":
+        width, channels = LATENT_SHAPES[latent_dim]
+        return cls(colors, depth, width, channels)
+
+
+@dataclass
+class Step:
+    """What one training step of a family returns to the trainer."""
+
+    losses: dict[str, Tensor]  # optimiser group -> scalar loss minimised by that group
+    features: Tensor  # detached input of the online classifier, (B, feature_dim)
+    logs: dict[str, Tensor] = field(default_factory=dict)  # scalars to show and keep
+
+
+class Autoencoder(nn.Module):
+    """Base class of every encoder family; see the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    learned: ClassVar[bool] = True
+    # hyper-parameter -> paper default; a RunSpec records the resolved values
+    hparams: ClassVar[dict[str, Any]] = {}
+    # latent choice -> what it is; the first is the default
+    latents: ClassVar[dict[str, str]] = {"map": "the flattened encoder map (clean input)"}
+
+    def __init__(self, arch: Arch, **hparams: Any):
+        super().__init__()
+        unknown = set(hparams) - set(self.hparams)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown hyper-parameter(s) {sorted(unknown)}; "
+                             f"known: {sorted(self.hparams)}")
+        self.arch = arch
+        self.hp: dict[str, Any] = {**self.hparams, **hparams}
+
+    @classmethod
+    def default_latent(cls) -> str:
+        return next(iter(cls.latents))
+
+    def check_latent(self, latent: str | None) -> str:
+        latent = latent or self.default_latent()
+        if latent not in self.latents:
+            raise ValueError(f"{self.name} has no latent {latent!r}; choose one of {list(self.latents)}")
+        return latent
+
+    # --- the contract -------------------------------------------------------------
+    def encode(self, x: Tensor, latent: str | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: Tensor, latent: str | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, x: Tensor) -> Step:
+        raise NotImplementedError
+
+    def optimizer_groups(self, lr: float) -> dict[str, tuple[list[nn.Parameter], float]]:
+        return {"autoencoder": ([p for p in self.parameters()], lr)}
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the online classifier's input (``Step.features``)."""
+        return self.arch.latent_dim
+
+    def parameter_counts(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def fit(self, x_train: Tensor) -> None:
+        """Closed-form fit of a reference encoder on float train images (``learned=False``)."""
+        raise NotImplementedError
+
+    def latent_dim(self, latent: str | None = None) -> int:
+        """Size of ``encode(x, latent)`` for one image."""
+        with torch.no_grad():
+            probe = torch.zeros(1, self.arch.colors, IMAGE_SIZE, IMAGE_SIZE, device=self._device())
+            was_training = self.training
+            self.eval()
+            dim = self.encode(probe, latent).shape[1]
+            self.train(was_training)
+        return int(dim)
+
+    def _device(self) -> torch.device:
+        for t in (*self.parameters(), *self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

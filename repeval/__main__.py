@@ -1,0 +1,3 @@
+from repeval.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""``npz:PATH``: a user's own arrays ``x_train, y_train, x_test, y_test``.
+
+Images are uint8, shaped N×H×W (grey) or N×H×W×C with C in {1, 3}. Rule to 32×32
+(recorded in provenance): when H and W are both ≤ 32 the image is centred and padded with
+0 (= −1 after scaling, as MNIST); otherwise it is resized to 32×32 with antialiased
+bilinear interpolation (aspect ratio not kept). Labels are any integers; they are mapped
+to 0…K−1 in sorted order over train ∪ test.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from repeval.data import DataOptions, DatasetEntry
+from repeval.data.base import IMAGE_SIZE, Dataset, make_dataset
+from repeval.errors import UserError
+
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _to_nchw32(x: np.ndarray, path: Path, key: str) -> tuple[np.ndarray, str]:
+    if x.dtype != np.uint8:
+        raise UserError(f"{path}: array {key!r} has dtype {x.dtype}, expected uint8 pixels 0-255. "
+                        "Convert it with (x * 255).round().astype(np.uint8) if it holds floats in [0, 1].")
+    if x.ndim == 3:
+        x = x[:, :, :, None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[0] == 0:
+        raise UserError(f"{path}: array {key!r} has shape {x.shape}, expected N×H×W or N×H×W×C with "
+                        "C = 1 or 3 and N > 0 (channels last).")
+    x = x.transpose(0, 3, 1, 2)
+    h, w = x.shape[2:]
+    if h <= IMAGE_SIZE and w <= IMAGE_SIZE:
+        top, left = (IMAGE_SIZE - h) // 2, (IMAGE_SIZE - w) // 2
+        pad = ((0, 0), (0, 0), (top, IMAGE_SIZE - h - top), (left, IMAGE_SIZE - w - left))
+        return np.pad(x, pad, constant_values=0), f"{h}x{w} centred and padded with 0 (-1 after scaling) to 32x32"
+    import torch
+    import torch.nn.functional as F
+
+    t = F.interpolate(torch.from_numpy(x).float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
+                      antialias=True, align_corners=False)
+    return t.round().clamp_(0, 255).to(torch.uint8).numpy(), f"{h}x{w} resized to 32x32 (antialiased bilinear)"
+
+
+def load_npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise UserError(f"npz dataset {path} does not exist. Give npz:PATH to a file made with "
+                        "np.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...).")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path} is not a readable .npz file ({exc}). Write it with np.savez.") from None
+    with z:
+        missing = [k for k in KEYS if k not in z.files]
+        if missing:
+            raise UserError(f"{path} lacks array(s) {', '.join(missing)}; it holds {', '.join(z.files) or 'nothing'}. "
+                            f"An npz dataset needs {', '.join(KEYS)}.")
+        arrays = {k: z[k] for k in KEYS}
+    x_train, rule = _to_nchw32(arrays["x_train"], path, "x_train")
+    x_test, _ = _to_nchw32(arrays["x_test"], path, "x_test")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise UserError(f"{path}: x_train and x_test differ in image shape or channels "
+                        f"({arrays['x_train'].shape[1:]} vs {arrays['x_test'].shape[1:]}).")
+    labels = {}
+    for k, n in (("y_train", len(x_train)), ("y_test", len(x_test))):
+        y = arrays[k]
+        if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
+            raise UserError(f"{path}: array {k!r} has shape {y.shape} and dtype {y.dtype}, expected "
+                            f"{n} integer labels (one per image of x_{k[2:]}).")
+        labels[k] = y
+    classes = np.unique(np.concatenate([labels["y_train"], labels["y_test"]]))
+    info = {"source": str(path.resolve()), "verified": "user-supplied file",
+            "rule": rule + "; labels mapped to 0..K-1 in sorted order",
+            "classes": [int(c) for c in classes]}
+    return make_dataset(f"npz:{path}", x_train, np.searchsorted(classes, labels["y_train"]),
+                        x_test, np.searchsorted(classes, labels["y_test"]), num_classes=len(classes), info=info)
+
+
+def _channels(path: Path) -> int:
+    """Channels of ``x_train`` read from the npy header alone (1 when unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("x_train.npy") as f:
+            version = np.lib.format.read_magic(f)
+            shape = np.lib.format._read_array_header(f, version)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return 1  # load_npz reports the problem
+    return int(shape[-1]) if len(shape) == 4 else 1
+
+
+def npz_entry(path_str: str) -> DatasetEntry:
+    path = Path(path_str).expanduser()
+    channels = _channels(path) if path.is_file() else 1
+    return DatasetEntry(
+        f"npz:{path_str}", f"your arrays in {path}", channels, 0, 0, 0,
+        depth=16 if channels == 1 else 64, latent_dims=(256, 32, 1024),
+        loader=lambda options: load_npz(path),
+        locate=lambda options: str(path) if path.is_file() else None,
+    )

@@ -1,0 +1,37 @@
+"""Packaging for repeval: the `repeval` toolkit, the `encoders` families, the `repeval` command."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "repeval" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="repeval",
+    version=VERSION,
+    description="Downstream evaluation of autoencoder latent spaces, after the ACAI paper",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["repeval", "repeval.*", "encoders", "encoders.*"]),
+    package_data={"repeval": ["report/templates/*.j2"]},
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "scikit-learn>=1.4",
+        # GPU machines swap this for faiss-gpu (same module name); see README.
+        "faiss-cpu>=1.8",
+        "pandas>=2.1",
+        "seaborn>=0.13",
+        "matplotlib>=3.8",
+        "click>=8.1",
+        "jinja2>=3.1",
+        "tqdm>=4.66",
+        "pillow>=10",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["repeval = repeval.cli:main"]},
+)
