@@ -84,6 +84,23 @@ class Autoencoder(nn.Module):
     hparams: ClassVar[dict[str, Any]] = {}
     # latent choice -> what it is; the first is the default
     latents: ClassVar[dict[str, str]] = {"map": "the flattened encoder map (clean input)"}
+    # dataset name -> default latent size, where the paper's default differs from the dataset's
+    default_latent_dims: ClassVar[dict[str, int]] = {}
+
+    @classmethod
+    def resolve_latent_dim(cls, dataset, requested: int | None) -> int:
+        """The latent size for this family on ``dataset`` (a ``repeval.data.DatasetEntry``).
+
+        Learned families use the paper's legal map sizes; reference encoders override this.
+        """
+        from repeval.errors import UserError
+
+        dim = requested or cls.default_latent_dims.get(dataset.name, dataset.default_latent_dim)
+        if dim not in dataset.latent_dims:
+            raise UserError(f"--latent-dim {dim} is not a legal size for {cls.name!r} on {dataset.name!r}: "
+                            f"choose one of {', '.join(map(str, sorted(dataset.latent_dims)))} "
+                            "(the paper's 4x4xC or 2x2x16 latent maps).")
+        return dim
 
     def __init__(self, arch: Arch, **hparams: Any):
         super().__init__()
@@ -116,6 +133,13 @@ class Autoencoder(nn.Module):
 
     def optimizer_groups(self, lr: float) -> dict[str, tuple[list[nn.Parameter], float]]:
         return {"autoencoder": ([p for p in self.parameters()], lr)}
+
+    def features(self, x: Tensor) -> Tensor:
+        """The online classifier's input in eval mode (what ``Step.features`` is in training).
+
+        The paper's classifier reads the encoder map for most families (``acai.md`` §5.1).
+        """
+        return self.encode(x, self.default_latent())
 
     @property
     def feature_dim(self) -> int:

@@ -1,0 +1,26 @@
+"""Baseline autoencoder: reconstruction only (``acai.md`` §3.2, official ``baseline.py``)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from encoders import register
+from encoders.base import Step
+from encoders.layers import ConvAutoencoder
+
+
+@register
+class Baseline(ConvAutoencoder):
+    """Loss = MSE(x, g(f(x))), the mean over all pixels and the batch.
+
+    Latent ``map``: the flattened encoder map; the online classifier reads the same map.
+    """
+
+    name = "baseline"
+    summary = "plain autoencoder, MSE reconstruction only"
+    hparams = {}
+    latents = {"map": "the flattened encoder map f(x)"}
+
+    def training_step(self, x: Tensor) -> Step:
+        z = self.encoder(x)
+        return self.reconstruction_step(x, self.decoder(z), z)

@@ -1,0 +1,31 @@
+"""Denoising autoencoder (``acai.md`` §3.4, official ``denoising.py``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from encoders import register
+from encoders.base import Step
+from encoders.layers import ConvAutoencoder
+
+
+@register
+class Denoising(ConvAutoencoder):
+    """Loss = MSE(x, g(f(x̃))) with x̃ = x + N(0, ``noise``²) in the [-1, 1] scale, unclipped.
+
+    Encoding and the online classifier use the clean input, as the official code (whose
+    classifier reads f(x), an extra encoder pass without gradient here).
+    """
+
+    name = "denoising"
+    summary = "reconstructs x from x + N(0, 1) noise"
+    hparams = {"noise": 1.0}
+    latents = {"map": "the flattened encoder map of the clean input f(x)"}
+
+    def training_step(self, x: Tensor) -> Step:
+        noisy = x + float(self.hp["noise"]) * torch.randn(x.shape, device=x.device, dtype=x.dtype)
+        x_hat = self.decoder(self.encoder(noisy))
+        with torch.no_grad():
+            clean = self.encoder(x)
+        return self.reconstruction_step(x, x_hat, clean)

@@ -1,0 +1,31 @@
+"""Dropout autoencoder (``acai.md`` §3.3, official ``dropout.py``)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from encoders import register
+from encoders.base import Step
+from encoders.layers import ConvAutoencoder
+
+
+@register
+class Dropout(ConvAutoencoder):
+    """During training only, the flattened latent goes through dropout before decoding.
+
+    Each latent unit is kept with probability ``keep_prob`` (the official flag ``dropout``,
+    default 0.5) and survivors are scaled by 1/``keep_prob`` (``tf.nn.dropout``); loss =
+    MSE(x, g(dropout(f(x)))). Encoding, decoding and the online classifier use the
+    un-dropped map. The paper's CIFAR-10 table row used ``keep_prob=0.75`` (``acai.md`` §3.3).
+    """
+
+    name = "dropout"
+    summary = "latent dropout during training (keep probability 0.5)"
+    hparams = {"keep_prob": 0.5}
+    latents = {"map": "the flattened, un-dropped encoder map f(x)"}
+
+    def training_step(self, x: Tensor) -> Step:
+        z = self.encoder(x)
+        dropped = F.dropout(z.flatten(1), p=1.0 - float(self.hp["keep_prob"]), training=True)
+        return self.reconstruction_step(x, self.decoder(self.to_map(dropped)), z)

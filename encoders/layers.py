@@ -1,0 +1,145 @@
+"""The paper's shared building blocks: conv encoder/decoder stacks, initialisation, losses.
+
+Layer lists, initialisation and activations follow the official ``lib/layers.py``
+(``acai.md`` §2.2–2.4): every conv is stride 1 with "same" padding and a bias; leaky ReLU
+(slope 0.2) after every conv except the first 1×1 conv of the encoder and the last conv of
+each stack; conv kernels are drawn from N(0, 1/((1 + 0.2²)·fan_in)) with fan_in = k·k·C_in,
+biases are zero; dense layers are Glorot-uniform with zero biases (TensorFlow's defaults).
+Tensors are NCHW (the official code is NHWC; only the flattening order differs).
+
+:class:`ConvAutoencoder` is the skeleton every learned family builds on: the encoder and
+decoder stacks of its :class:`~encoders.base.Arch`, the flattened encoder map as latent,
+and the §2.5 parameter counts. Numerically sensitive reductions (losses, KL, vector
+quantisation distances, EMA updates) are computed in float32 even under ``torch.autocast``
+(see :func:`full_precision` and :func:`mse`).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from encoders.base import Arch, Autoencoder, Step, count
+
+LRELU_SLOPE = 0.2
+
+
+def conv(c_in: int, c_out: int, kernel: int) -> nn.Conv2d:
+    """A "same"-padded conv with the paper's He-modified normal init and a zero bias."""
+    layer = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2)
+    fan_in = kernel * kernel * c_in
+    nn.init.normal_(layer.weight, std=1.0 / math.sqrt((1.0 + LRELU_SLOPE ** 2) * fan_in))
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def dense(n_in: int, n_out: int) -> nn.Linear:
+    """A dense layer with TensorFlow's defaults: Glorot-uniform kernel, zero bias."""
+    layer = nn.Linear(n_in, n_out)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def lrelu() -> nn.LeakyReLU:
+    return nn.LeakyReLU(LRELU_SLOPE)
+
+
+class Encoder(nn.Sequential):
+    """The encoder stack f (``acai.md`` §2.2); also the ACAI critic (§2.6) with its own weights.
+
+    1×1 conv to ``depth`` (linear); per scale i: two 3×3 convs to ``depth·2^i`` + leaky ReLU,
+    2×2 average pooling; 3×3 conv to ``depth·2^scales`` + leaky ReLU; 3×3 conv to
+    ``latent_channels`` (linear). Maps (B, colors, 32, 32) to (B, latent_channels, w, w),
+    w = 32 / 2^scales.
+    """
+
+    def __init__(self, colors: int, depth: int, scales: int, latent_channels: int):
+        layers: list[nn.Module] = [conv(colors, depth, 1)]
+        c_in = depth
+        for scale in range(scales):
+            width = depth << scale
+            layers += [conv(c_in, width, 3), lrelu(), conv(width, width, 3), lrelu(), nn.AvgPool2d(2)]
+            c_in = width
+        layers += [conv(c_in, depth << scales, 3), lrelu(), conv(depth << scales, latent_channels, 3)]
+        super().__init__(*layers)
+
+
+class Decoder(nn.Sequential):
+    """The decoder stack g (``acai.md`` §2.3).
+
+    Per scale i = scales−1 … 0: two 3×3 convs to ``depth·2^i`` + leaky ReLU, 2× nearest
+    up-sampling; 3×3 conv to ``depth`` + leaky ReLU; 3×3 conv to ``colors`` (linear, no
+    output activation). Maps (B, latent_channels, w, w) to (B, colors, 32, 32).
+    """
+
+    def __init__(self, latent_channels: int, depth: int, scales: int, colors: int):
+        layers: list[nn.Module] = []
+        c_in = latent_channels
+        for scale in range(scales - 1, -1, -1):
+            width = depth << scale
+            layers += [conv(c_in, width, 3), lrelu(), conv(width, width, 3), lrelu(),
+                       nn.Upsample(scale_factor=2, mode="nearest")]
+            c_in = width
+        layers += [conv(c_in, depth, 3), lrelu(), conv(depth, colors, 3)]
+        super().__init__(*layers)
+
+
+@contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Disable autocast on ``device`` so matmuls and reductions inside run in float32."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
+
+
+def mse(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Mean squared error over all elements, in float32 (``tf.losses.mean_squared_error``)."""
+    return F.mse_loss(x_hat.float(), x.float())
+
+
+class ConvAutoencoder(Autoencoder):
+    """The encoder/decoder stacks of ``arch`` with the flattened encoder map as latent.
+
+    Subclasses implement ``training_step`` and, where their latents differ, ``encode`` and
+    ``decode``. ``parameter_counts`` reports the conv stacks as ``encoder``/``decoder`` (the
+    numbers of ``acai.md`` §2.5) plus whatever :meth:`extra_counts` adds.
+    """
+
+    def __init__(self, arch: Arch, **hparams):
+        super().__init__(arch, **hparams)
+        self.encoder = Encoder(arch.colors, arch.depth, arch.scales, arch.latent_channels)
+        self.decoder = Decoder(arch.latent_channels, arch.depth, arch.scales, arch.colors)
+
+    def to_map(self, z: Tensor) -> Tensor:
+        """A flattened latent (B, D) back to the encoder map's shape (B, C, w, w)."""
+        return z.reshape(z.shape[0], *self.arch.latent_shape)
+
+    def encode(self, x: Tensor, latent: str | None = None) -> Tensor:
+        self.check_latent(latent)
+        return self.encoder(x).flatten(1).float()
+
+    def decode(self, z: Tensor, latent: str | None = None) -> Tensor:
+        self.check_latent(latent)
+        return self.decoder(self.to_map(z)).float()
+
+    def autoencoder_parameters(self) -> list[nn.Parameter]:
+        """The encoder and decoder weights (the "autoencoder" optimiser group)."""
+        return [*self.encoder.parameters(), *self.decoder.parameters()]
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {"encoder": count(self.encoder), "decoder": count(self.decoder), **self.extra_counts()}
+
+    def extra_counts(self) -> dict[str, int]:
+        """Counts of the family's own modules beyond the conv stacks."""
+        return {}
+
+    def reconstruction_step(self, x: Tensor, x_hat: Tensor, z: Tensor, **logs: Tensor) -> Step:
+        """The Step of a family whose only loss is the reconstruction MSE of ``x_hat``."""
+        loss = mse(x_hat, x)
+        return Step(losses={"autoencoder": loss}, features=z.detach().flatten(1).float(),
+                    logs={"mse": loss.detach(), **logs})

@@ -1,0 +1,151 @@
+"""Reference (non-learned) encoders: raw pixels and PCA, the floor every table compares with.
+
+Neither is trained: the trainer calls ``fit(x_train)`` once on float train images in
+[-1, 1]. Their latent size is not one of the paper's conv-map sizes, so both override
+:meth:`~encoders.base.Autoencoder.resolve_latent_dim`; the model is built from an
+:class:`~encoders.base.Arch` whose ``colors`` is the image channels (pixels ignores the
+rest; PCA keeps ``arch.latent_dim`` components, e.g. ``Arch(colors, depth, 1, k)`` for a
+size that is not a paper map).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from encoders import register
+from encoders.base import IMAGE_SIZE, Arch, Autoencoder
+from encoders.layers import full_precision
+
+FIT_CHUNK = 4096  # train images per float64 covariance update
+
+
+def pixel_count(colors: int) -> int:
+    return colors * IMAGE_SIZE * IMAGE_SIZE
+
+
+@register
+class Pixels(Autoencoder):
+    """The image itself: encode = flatten (C·32·32 values), decode = reshape.
+
+    Interpolating two latents is a pixel-space cross-fade. ``fit`` does nothing.
+    """
+
+    name = "pixels"
+    summary = "raw pixels, flattened (no training)"
+    learned = False
+    hparams = {}
+    latents = {"pixels": "the flattened image, C*32*32 values in [-1, 1]"}
+
+    @classmethod
+    def resolve_latent_dim(cls, dataset, requested: int | None) -> int:
+        from repeval.errors import UserError
+
+        dim = pixel_count(dataset.channels)
+        if requested not in (None, dim):
+            raise UserError(f"--latent-dim {requested} does not apply to 'pixels' on {dataset.name!r}: its latent "
+                            f"is the image itself ({dim} values). Leave --latent-dim out.")
+        return dim
+
+    def encode(self, x: Tensor, latent: str | None = None) -> Tensor:
+        self.check_latent(latent)
+        return x.flatten(1).float()
+
+    def decode(self, z: Tensor, latent: str | None = None) -> Tensor:
+        self.check_latent(latent)
+        return z.reshape(z.shape[0], self.arch.colors, IMAGE_SIZE, IMAGE_SIZE).float()
+
+    def fit(self, x_train: Tensor) -> None:
+        """Nothing to fit: the latent is the image."""
+
+    @property
+    def feature_dim(self) -> int:
+        return pixel_count(self.arch.colors)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {"encoder": 0, "decoder": 0}
+
+
+@register
+class PCA(Autoencoder):
+    """Principal components of the centred, flattened train images.
+
+    ``fit`` computes the train mean μ and the covariance Σ (x − μ)(x − μ)ᵀ in float64,
+    then its top k = ``arch.latent_dim`` eigenvectors (``torch.linalg.eigh``: the right
+    singular vectors of the centred data, which an SVD would give, without holding it in
+    float64), ordered by decreasing variance, each signed so its largest-magnitude entry
+    is positive (deterministic). encode(x) = (x − μ)·Wᵀ, decode(z) = z·W + μ. μ and W are
+    buffers, so ``state_dict`` round-trips them; ``parameter_counts`` reports the stored
+    values (k·P components + P mean) as ``encoder``, the decoder reuses them.
+    """
+
+    name = "pca"
+    summary = "top principal components of the train images (no training)"
+    learned = False
+    hparams = {}
+    latents = {"components": "projections on the top-k principal components of the train images"}
+
+    def __init__(self, arch: Arch, **hparams):
+        super().__init__(arch, **hparams)
+        pixels = pixel_count(arch.colors)
+        if arch.latent_dim > pixels:
+            raise ValueError(f"pca: {arch.latent_dim} components requested but the images have only {pixels} "
+                             f"pixel values; choose at most {pixels}.")
+        self.register_buffer("mean", torch.zeros(pixels))
+        self.register_buffer("components", torch.zeros(arch.latent_dim, pixels))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @classmethod
+    def resolve_latent_dim(cls, dataset, requested: int | None) -> int:
+        from repeval.errors import UserError
+
+        dim = requested or dataset.default_latent_dim
+        pixels = pixel_count(dataset.channels)
+        if not 1 <= dim <= pixels:
+            raise UserError(f"--latent-dim {dim} is not a legal number of principal components on "
+                            f"{dataset.name!r}: choose between 1 and {pixels} (its pixel count).")
+        return dim
+
+    def fit(self, x_train: Tensor) -> None:
+        pixels = self.mean.numel()
+        k = self.arch.latent_dim
+        if not x_train.is_floating_point():
+            raise ValueError(f"pca: fit expects float images in [-1, 1], got {x_train.dtype} "
+                             "(convert with repeval.data.to_float).")
+        if x_train[0].numel() != pixels:
+            raise ValueError(f"pca: train images have {x_train[0].numel()} values, the model expects {pixels} "
+                             f"({self.arch.colors} channels of {IMAGE_SIZE}x{IMAGE_SIZE}).")
+        flat = x_train.reshape(x_train.shape[0], pixels)
+        with torch.no_grad(), full_precision(flat.device):
+            mean = flat.double().mean(0)
+            cov = torch.zeros(pixels, pixels, dtype=torch.float64, device=flat.device)
+            for chunk in flat.split(FIT_CHUNK):
+                centred = chunk.double() - mean
+                cov += centred.T @ centred
+            _, vectors = torch.linalg.eigh(cov)
+            top = vectors[:, -k:].flip(1).T  # (k, P), decreasing variance
+            peak = top.abs().argmax(1, keepdim=True)
+            top = top * torch.sign(top.gather(1, peak))
+            self.mean.copy_(mean)
+            self.components.copy_(top)
+            self.fitted.fill_(True)
+
+    def _check_fitted(self) -> None:
+        if not bool(self.fitted):
+            raise RuntimeError("pca: call fit(x_train) (or load a fitted state_dict) before encoding or decoding.")
+
+    def encode(self, x: Tensor, latent: str | None = None) -> Tensor:
+        self.check_latent(latent)
+        self._check_fitted()
+        with full_precision(x.device):
+            return (x.flatten(1).float() - self.mean) @ self.components.T
+
+    def decode(self, z: Tensor, latent: str | None = None) -> Tensor:
+        self.check_latent(latent)
+        self._check_fitted()
+        with full_precision(z.device):
+            flat = z.float() @ self.components + self.mean
+        return flat.reshape(z.shape[0], self.arch.colors, IMAGE_SIZE, IMAGE_SIZE)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {"encoder": self.components.numel() + self.mean.numel(), "decoder": 0}

@@ -1,0 +1,77 @@
+"""Variational autoencoder (``acai.md`` §3.5, official ``vae.py``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from encoders import register
+from encoders.base import Arch, Step, count
+from encoders.layers import ConvAutoencoder, dense, full_precision
+
+
+@register
+class VAE(ConvAutoencoder):
+    """Gaussian posterior from two dense heads on the encoder map, Bernoulli decoder.
+
+    The flattened encoder map h (size D) feeds two D→D dense heads, μ and log σ²;
+    z = μ + σ·ε; the decoder's output are Bernoulli logits. Loss = −ELBO:
+    sigmoid cross-entropy of the logits against (x + 1)/2, summed over pixels, plus
+    ``beta``·KL(q(z|x) ‖ N(0, I)) summed over dimensions, both averaged over the batch.
+    Images are 2·sigmoid(logits) − 1.
+
+    Latents: ``mean`` (μ, deterministic) and ``sample`` (a fresh reparameterised sample
+    on every call: the official ``ops.encode`` that the paper's clustering and interpolation
+    used). The online classifier reads h, the conv map before the heads, as the official
+    code does.
+    """
+
+    name = "vae"
+    summary = "variational autoencoder, Bernoulli likelihood, beta=1"
+    hparams = {"beta": 1.0}
+    latents = {"mean": "the posterior mean mu",
+               "sample": "a random posterior sample mu + sigma*eps (the official code's latent)"}
+
+    def __init__(self, arch: Arch, **hparams):
+        super().__init__(arch, **hparams)
+        self.mu = dense(arch.latent_dim, arch.latent_dim)
+        self.log_var = dense(arch.latent_dim, arch.latent_dim)
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(h, μ, log σ²): the flattened conv map and the two heads, the heads in float32."""
+        h = self.encoder(x).flatten(1)
+        with full_precision(x.device):
+            return h, self.mu(h.float()), self.log_var(h.float())
+
+    @staticmethod
+    def sample(mu: Tensor, log_var: Tensor) -> Tensor:
+        return mu + torch.exp(0.5 * log_var) * torch.randn(mu.shape, device=mu.device, dtype=mu.dtype)
+
+    def encode(self, x: Tensor, latent: str | None = None) -> Tensor:
+        latent = self.check_latent(latent)
+        _, mu, log_var = self.posterior(x)
+        return mu if latent == "mean" else self.sample(mu, log_var)
+
+    def decode(self, z: Tensor, latent: str | None = None) -> Tensor:
+        self.check_latent(latent)
+        return (2.0 * torch.sigmoid(self.decoder(self.to_map(z)).float()) - 1.0)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.encoder(x).flatten(1).float()
+
+    def training_step(self, x: Tensor) -> Step:
+        h, mu, log_var = self.posterior(x)
+        logits = self.decoder(self.to_map(self.sample(mu, log_var))).float()
+        batch = x.shape[0]
+        with full_precision(x.device):
+            nll = F.binary_cross_entropy_with_logits(logits, 0.5 * (x.float() + 1.0), reduction="sum") / batch
+            kl = 0.5 * (-log_var - 1.0 + log_var.exp() + mu.square()).sum() / batch
+            loss = nll + float(self.hp["beta"]) * kl
+            rec_mse = F.mse_loss(2.0 * torch.sigmoid(logits.detach()) - 1.0, x.float())
+        return Step(losses={"autoencoder": loss}, features=h.detach().float(),
+                    logs={"mse": rec_mse, "loss_kl": kl.detach(), "loss_ll": -nll.detach(),
+                          "elbo": -loss.detach()})
+
+    def extra_counts(self) -> dict[str, int]:
+        return {"heads": count(self.mu) + count(self.log_var)}

@@ -1,0 +1,83 @@
+"""Conv stacks of acai.md §2.2–2.5: parameter counts, shapes, initialisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import encoders
+from encoders.base import Arch, count
+from encoders.layers import Decoder, Encoder, conv, dense
+
+# acai.md §2.5: (colors, depth, latent_width, latent channels) -> encoder, decoder, ACAI critic
+PAPER_COUNTS = [
+    ((1, 16, 2, 16), 627_472, 313_985, 627_472),  # lines
+    ((1, 16, 4, 2), 150_146, 75_265, 150_146),  # MNIST 32
+    ((1, 16, 4, 16), 166_288, 83_329, 166_288),  # MNIST 256
+    ((3, 64, 4, 2), 2_370_178, 1_186_947, 2_370_178),  # SVHN / CelebA 32
+    ((3, 64, 4, 16), 2_434_704, 1_219_203, 2_434_704),  # SVHN / CelebA / CIFAR 256
+    ((3, 64, 4, 64), 2_655_936, 1_329_795, 2_655_936),  # CIFAR-10 1024
+]
+
+
+@pytest.mark.parametrize("shape, encoder, decoder, critic", PAPER_COUNTS,
+                         ids=["lines", "mnist32", "mnist256", "svhn32", "svhn256", "cifar1024"])
+def test_acai_parameter_counts_match_the_paper(shape, encoder, decoder, critic):
+    model = encoders.get("acai")(Arch(*shape))
+    assert model.parameter_counts() == {"encoder": encoder, "decoder": decoder, "critic": critic}
+
+
+def test_every_family_reports_the_paper_conv_stacks_and_its_own_heads():
+    arch = Arch.for_latent_dim(1, 16, 256)
+    d = 256
+    extra = {
+        "baseline": {}, "dropout": {}, "denoising": {},
+        "vae": {"heads": 2 * (d * d + d)},
+        "aae": {"discriminator": (d * 100 + 100) + (100 * 100 + 100) + (100 + 1)},
+        "vqvae": {"bottleneck": (d * 10 * d + 10 * d) + (10 * d * 512 + 512) + (512 * d + d), "codebook": 2 ** 14 * d},
+        "acai": {"critic": 166_288},
+    }
+    for name, heads in extra.items():
+        counts = encoders.get(name)(arch).parameter_counts()
+        assert counts == {"encoder": 166_288, "decoder": 83_329, **heads}, name
+
+
+def test_acai_advdepth_sets_the_critic_width():
+    model = encoders.get("acai")(Arch(1, 16, 4, 16), advdepth=8)
+    assert model.parameter_counts()["critic"] == count(Encoder(1, 8, 3, 16))
+
+
+def test_stacks_map_images_to_the_latent_map_and_back():
+    enc, dec = Encoder(3, 4, 4, 16), Decoder(16, 4, 4, 3)
+    z = enc(torch.zeros(2, 3, 32, 32))
+    assert z.shape == (2, 16, 2, 2)
+    assert dec(z).shape == (2, 3, 32, 32)
+
+
+def test_layer_order_matches_the_official_stack():
+    kinds = [type(m).__name__ for m in Encoder(1, 4, 1, 2)]
+    assert kinds == ["Conv2d", "Conv2d", "LeakyReLU", "Conv2d", "LeakyReLU", "AvgPool2d",
+                     "Conv2d", "LeakyReLU", "Conv2d"]
+    kinds = [type(m).__name__ for m in Decoder(2, 4, 1, 1)]
+    assert kinds == ["Conv2d", "LeakyReLU", "Conv2d", "LeakyReLU", "Upsample", "Conv2d", "LeakyReLU", "Conv2d"]
+    assert Encoder(1, 4, 1, 2)[2].negative_slope == 0.2
+
+
+def test_conv_init_is_he_modified_normal_with_zero_bias():
+    torch.manual_seed(0)
+    layer = conv(64, 128, 3)
+    fan_in = 3 * 3 * 64
+    assert layer.bias.abs().sum() == 0
+    std = layer.weight.std().item()
+    assert math.isclose(std, 1 / math.sqrt(1.04 * fan_in), rel_tol=0.01)  # 73,728 draws: ±0.3% sampling error
+
+
+def test_dense_init_is_glorot_uniform_with_zero_bias():
+    torch.manual_seed(0)
+    layer = dense(300, 100)
+    limit = math.sqrt(6 / (300 + 100))
+    assert layer.bias.abs().sum() == 0
+    assert layer.weight.abs().max() <= limit
+    assert layer.weight.abs().max() > 0.99 * limit
