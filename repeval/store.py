@@ -1,0 +1,427 @@
+"""The results store: one embedded SQLite database per workdir (``<workdir>/repeval.db``).
+
+Two tables (DESIGN.md, "store"):
+
+* ``runs`` — one row per trained (or fitted) encoder: its RunSpec, provenance and
+  checkpoint directory. The spec's encoder, dataset, latent_dim, seed and budget are copied
+  into columns so that scores can be filtered without parsing JSON.
+* ``scores`` — one row per probe number: which run, which tensor was the latent
+  (``map``, ``mean``, ...), which task and metric, the value, the probe settings (canonical
+  JSON, sorted keys) and free-form details. The run's identifying columns are copied into
+  each score so that a score row reads on its own.
+
+A score is identified by ``(run_id, latent, task, metric, settings)``: re-running the same
+probe with the same settings replaces the previous value, so the store holds the latest
+value per key. NaN values are stored as SQL ``NULL`` and read back as ``float('nan')``.
+
+Concurrency: the database runs in WAL mode with a 30 s busy timeout and every write is
+one ``BEGIN IMMEDIATE`` transaction, so several processes (e.g. one ``repeval run`` per
+encoder) may write at once and no row is lost.
+
+The schema is versioned with ``PRAGMA user_version``. :data:`MIGRATIONS` maps each
+version to the step that brings a database from the previous version to it; opening a
+database written by a newer repeval is refused with a :class:`~repeval.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repeval.errors import UserError
+
+DB_FILENAME = "repeval.db"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+
+FilterValue = str | int | Sequence[str | int] | None
+
+# Columns of a score row as returned by Store.scores() and written by format_results("csv").
+SCORE_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "seed", "budget", "task", "metric",
+                 "value", "settings", "details", "wall_time_s", "run_id", "created_at")
+# Columns shown by format_results("table"): compact, settings abbreviated.
+TABLE_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "seed", "task", "metric",
+                 "value", "settings")
+# Columns shown by format_results("summary") for summarise() groups.
+SUMMARY_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "task", "metric", "mean", "std",
+                   "n", "settings")
+NUMERIC_COLUMNS = {"latent_dim", "budget", "seed", "value", "mean", "std", "n"}
+SETTINGS_WIDTH = 32
+# Stable order of score rows (Store.scores, summarise).
+SCORE_ORDER = ("dataset", "latent_dim", "encoder", "task", "metric", "seed", "budget", "latent",
+               "settings", "run_id")
+RUN_ORDER = ("dataset", "latent_dim", "encoder", "seed", "budget", "run_id")
+SPEC_COLUMNS = ("encoder", "dataset", "latent_dim", "seed", "budget")
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            encoder TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            latent_dim INTEGER NOT NULL,
+            seed INTEGER NOT NULL,
+            budget INTEGER NOT NULL,
+            spec TEXT NOT NULL,
+            provenance TEXT NOT NULL,
+            checkpoint TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE scores (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(run_id),
+            dataset TEXT NOT NULL,
+            encoder TEXT NOT NULL,
+            latent TEXT NOT NULL,
+            latent_dim INTEGER NOT NULL,
+            seed INTEGER NOT NULL,
+            budget INTEGER NOT NULL,
+            task TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            value REAL,
+            settings TEXT NOT NULL,
+            details TEXT NOT NULL,
+            wall_time_s REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (run_id, latent, task, metric, settings)
+        )""")
+    conn.execute("CREATE INDEX scores_by_group ON scores (dataset, encoder, latent_dim, task, metric)")
+
+
+# version -> step from (version - 1) to version; version 1 creates the schema.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+
+
+@dataclass(frozen=True)
+class Score:
+    """One probe number to add to a run.
+
+    ``latent`` names the tensor that was probed (e.g. ``"map"``, ``"mean"``); ``settings``
+    are the probe's explicit settings (part of the score's identity); ``details`` hold
+    anything else worth keeping (e.g. the cluster-to-class mapping).
+    """
+
+    task: str
+    metric: str
+    value: float
+    latent: str
+    settings: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+
+def _json_default(obj: Any) -> Any:
+    """Encode numpy scalars and arrays (probes often return them) as plain JSON values."""
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def canonical_json(obj: Any) -> str:
+    """Compact JSON with sorted keys: equal settings always give equal text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by ``None`` (strict JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    """Runs and scores in ``path`` (an SQLite file; parent directories are created).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"Cannot open the results database {self.path}: {exc}. "
+                            "Check that the workdir (--workdir / REPEVAL_HOME) is writable.") from exc
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._enable_wal()
+            # WAL + NORMAL: a commit survives a crash of the process; only a power cut may lose
+            # the last commits, never corrupt the file (sqlite.org/pragma.html#pragma_synchronous).
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise UserError(f"Cannot use the results database {self.path}: {exc}. If the file is not "
+                            "a repeval database, move it away or choose another --workdir.") from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def in_workdir(cls, workdir: Path) -> "Store":
+        """The store of a workdir: ``<workdir>/repeval.db``."""
+        return cls(Path(workdir) / DB_FILENAME)
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; it takes the write lock at once (waiting up to the timeout)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL mode (a no-op once done; the mode is stored in the file).
+
+        The switch needs an exclusive lock and SQLite does not wait on the busy handler for
+        it, so processes that create the database together retry here until the timeout.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _version(self) -> int:
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        if self._version() == SCHEMA_VERSION:
+            return
+        with self._write() as conn:
+            version = self._version()  # re-read under the write lock: another process may have migrated
+            if version > SCHEMA_VERSION:
+                raise UserError(f"The results database {self.path} has schema version {version}, newer "
+                                f"than this repeval understands ({SCHEMA_VERSION}). Upgrade repeval "
+                                "(pip install -U repeval) to read it.")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[step](conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def record_run(self, run_id: str, spec: dict[str, Any], provenance: dict[str, Any],
+                   checkpoint: str | None) -> None:
+        """Insert or update a run; ``spec`` must hold encoder, dataset, latent_dim, seed, budget.
+
+        On update, ``created_at`` is kept and everything else is replaced.
+        """
+        missing = [key for key in SPEC_COLUMNS if key not in spec]
+        if missing:
+            raise ValueError(f"run {run_id!r}: spec lacks {', '.join(missing)}")
+        now = _now()
+        with self._write() as conn:
+            conn.execute(
+                """INSERT INTO runs (run_id, encoder, dataset, latent_dim, seed, budget, spec,
+                                     provenance, checkpoint, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (run_id) DO UPDATE SET
+                       encoder = excluded.encoder, dataset = excluded.dataset,
+                       latent_dim = excluded.latent_dim, seed = excluded.seed, budget = excluded.budget,
+                       spec = excluded.spec, provenance = excluded.provenance,
+                       checkpoint = excluded.checkpoint, updated_at = excluded.updated_at""",
+                (run_id, spec["encoder"], spec["dataset"], int(spec["latent_dim"]), int(spec["seed"]),
+                 int(spec["budget"]), canonical_json(spec), canonical_json(provenance), checkpoint,
+                 now, now))
+
+    def add_scores(self, run_id: str, scores: Sequence[Score]) -> None:
+        """Add (or replace, per score key) the scores of a recorded run, in one transaction."""
+        now = _now()
+        with self._write() as conn:
+            run = conn.execute("SELECT dataset, encoder, latent_dim, seed, budget FROM runs WHERE run_id = ?",
+                               (run_id,)).fetchone()
+            if run is None:
+                raise ValueError(f"run {run_id!r} is not in {self.path}; record it with record_run first")
+            dataset, encoder, latent_dim, seed, budget = run
+            conn.executemany(
+                """INSERT INTO scores (run_id, dataset, encoder, latent, latent_dim, seed, budget, task,
+                                       metric, value, settings, details, wall_time_s, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (run_id, latent, task, metric, settings) DO UPDATE SET
+                       value = excluded.value, details = excluded.details,
+                       wall_time_s = excluded.wall_time_s, created_at = excluded.created_at""",
+                [(run_id, dataset, encoder, s.latent, latent_dim, seed, budget, s.task, s.metric,
+                  None if math.isnan(s.value) else float(s.value), canonical_json(s.settings),
+                  canonical_json(s.details), float(s.wall_time_s), now) for s in scores])
+
+    def _select(self, table: str, columns: Sequence[str], order: Sequence[str],
+                filters: dict[str, FilterValue]) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        for column, wanted in filters.items():
+            if wanted is None:
+                continue
+            values = [wanted] if isinstance(wanted, (str, int)) else list(wanted)
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        cursor = self._conn.execute(
+            f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {', '.join(order)}", params)
+        return [dict(zip(columns, row)) for row in cursor]
+
+    def scores(self, *, dataset: FilterValue = None, encoder: FilterValue = None,
+               latent: FilterValue = None, latent_dim: FilterValue = None, seed: FilterValue = None,
+               budget: FilterValue = None, task: FilterValue = None, metric: FilterValue = None,
+               run_id: FilterValue = None) -> list[dict[str, Any]]:
+        """Score rows as flat dicts (keys :data:`SCORE_COLUMNS`), in :data:`SCORE_ORDER`.
+
+        Each filter is one value or a list of accepted values; ``None`` does not filter.
+        ``settings`` and ``details`` come back as dicts, a stored NaN as ``float('nan')``.
+        """
+        rows = self._select("scores", SCORE_COLUMNS, SCORE_ORDER, {
+            "dataset": dataset, "encoder": encoder, "latent": latent, "latent_dim": latent_dim,
+            "seed": seed, "budget": budget, "task": task, "metric": metric, "run_id": run_id})
+        for row in rows:
+            row["value"] = math.nan if row["value"] is None else row["value"]
+            row["settings"] = json.loads(row["settings"])
+            row["details"] = json.loads(row["details"])
+        return rows
+
+    def runs(self, *, dataset: FilterValue = None, encoder: FilterValue = None,
+             latent_dim: FilterValue = None, seed: FilterValue = None, budget: FilterValue = None,
+             run_id: FilterValue = None) -> list[dict[str, Any]]:
+        """Run rows as dicts (``spec`` and ``provenance`` parsed), in :data:`RUN_ORDER`."""
+        columns = ("run_id", "encoder", "dataset", "latent_dim", "seed", "budget", "spec", "provenance",
+                   "checkpoint", "created_at", "updated_at")
+        rows = self._select("runs", columns, RUN_ORDER, {
+            "dataset": dataset, "encoder": encoder, "latent_dim": latent_dim, "seed": seed,
+            "budget": budget, "run_id": run_id})
+        for row in rows:
+            row["spec"] = json.loads(row["spec"])
+            row["provenance"] = json.loads(row["provenance"])
+        return rows
+
+
+def _abbreviate(settings: dict[str, Any]) -> str:
+    text = ",".join(f"{k}={canonical_json(v)}" for k, v in sorted(settings.items()))
+    return text if len(text) <= SETTINGS_WIDTH else text[:SETTINGS_WIDTH - 3] + "..."
+
+
+def aligned_table(headers: Sequence[str], cells: Sequence[Sequence[str]], numeric: set[str]) -> str:
+    """Fixed-width columns: the ``numeric`` ones right-aligned, the others left-aligned."""
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if h in numeric else v.ljust(w)
+                         for h, v, w in zip(headers, values, widths)).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in cells)])
+
+
+def _format_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "No scores stored."
+    return aligned_table(TABLE_COLUMNS, [[str(row[c]) for c in TABLE_COLUMNS[:-2]]
+                                         + [f"{row['value']:.4f}", _abbreviate(row["settings"])] for row in rows],
+                         NUMERIC_COLUMNS)
+
+
+def _format_summary(groups: list[dict[str, Any]]) -> str:
+    if not groups:
+        return "No scores stored."
+    return aligned_table(SUMMARY_COLUMNS, [
+        [str(g[c]) for c in SUMMARY_COLUMNS[:-4]]
+        + [f"{g['mean']:.4f}", f"{g['std']:.4f}" if g["n"] > 1 else "-", str(g["n"]), _abbreviate(g["settings"])]
+        for g in groups], NUMERIC_COLUMNS)
+
+
+def _format_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SCORE_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            ["" if isinstance(row[c], float) and math.isnan(row[c]) else
+             canonical_json(json_safe(row[c])) if isinstance(row[c], dict) else row[c]
+             for c in SCORE_COLUMNS])
+    return out.getvalue().rstrip("\n")  # like the other formats: the caller ends the line
+
+
+def _format_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps([json_safe({c: row[c] for c in SCORE_COLUMNS}) for row in rows], indent=2,
+                      allow_nan=False, default=_json_default)
+
+
+FORMATTERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "table": _format_table, "csv": _format_csv, "json": _format_json, "summary": _format_summary}
+
+
+def format_results(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Score rows (from :meth:`Store.scores`), or :func:`summarise` groups, as text.
+
+    * ``table`` — aligned columns for people; settings abbreviated to 32 characters, no
+      details, run ids or times.
+    * ``csv`` — every column of :data:`SCORE_COLUMNS`; settings/details as canonical JSON,
+      NaN as an empty field.
+    * ``json`` — a list of flat objects with every column; NaN as ``null``.
+    * ``summary`` — for the groups of :func:`summarise` (not score rows): aligned columns
+      with mean, std over seeds (``-`` for a single seed) and n.
+    """
+    if fmt not in FORMATTERS:
+        raise UserError(f"Unknown results format {fmt!r}; choose one of: {', '.join(FORMATTERS)}.")
+    return FORMATTERS[fmt](rows)
+
+
+GROUP_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "task", "metric")
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Aggregate score rows over seeds as the paper's tables do: mean ± np.std (acai.md §4.6).
+
+    Rows are grouped by (dataset, encoder, latent, latent_dim, budget, task, metric,
+    settings). Each group gives the group columns plus ``mean``, ``std`` (population std,
+    ddof=0), ``n`` (number of rows) and ``seeds`` (sorted). A NaN in any seed makes the
+    group's mean and std NaN, so a failed seed is never averaged away. Groups come in the
+    order of :data:`SCORE_ORDER`.
+    """
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (*(row[c] for c in GROUP_COLUMNS), canonical_json(row["settings"]))
+        groups.setdefault(key, []).append(row)
+    summary = []
+    for key, members in groups.items():
+        values = np.array([m["value"] for m in members], dtype=float)
+        summary.append({**dict(zip(GROUP_COLUMNS, key)), "settings": json.loads(key[-1]),
+                        "mean": float(np.mean(values)), "std": float(np.std(values)),
+                        "n": len(members), "seeds": sorted(m["seed"] for m in members)})
+    order = [c for c in SCORE_ORDER if c in (*GROUP_COLUMNS, "settings")]
+    return sorted(summary, key=lambda s: tuple(canonical_json(s[c]) if c == "settings" else s[c]
+                                               for c in order))
