@@ -83,7 +83,9 @@ def _channels(path: Path) -> int:
     try:
         with zipfile.ZipFile(path) as zf, zf.open("x_train.npy") as f:
             version = np.lib.format.read_magic(f)
-            shape = np.lib.format._read_array_header(f, version)[0]
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape = read_header(f)[0]
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return 1  # load_npz reports the problem
     return int(shape[-1]) if len(shape) == 4 else 1

@@ -1,0 +1,106 @@
+"""RunSpec: the one frozen, validated description of a training run.
+
+Everything downstream reads the spec; nothing re-derives it. Its digest names the run's
+directory, so the same spec always finds the same checkpoint. The device is *not* part of
+the spec (the same model may be trained on a GPU and probed on a laptop); it is recorded
+in the run's provenance instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from repeval.errors import UserError
+
+SPEC_VERSION = 1
+PAPER_BUDGET = 2 ** 24  # images, as the paper counts (acai.md §3.1)
+CPU_BUDGET = 2 ** 14  # default on a CPU: ~2 minutes of ACAI on MNIST on a 2-core laptop
+BATCH_SIZE = 64
+LEARNING_RATE = 1e-4
+ONLINE_EVAL_EVERY = 2 ** 16  # images between online-classifier evaluations (paper: report_kimg=64)
+MIN_ONLINE_EVALS = 4
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What is trained: family, data, latent size, budget (images), seed, hyper-parameters."""
+
+    encoder: str
+    dataset: str
+    latent_dim: int
+    depth: int  # first-layer width of the conv stacks
+    budget: int  # training images (0 for reference encoders, which are fitted, not trained)
+    seed: int
+    batch_size: int = BATCH_SIZE
+    lr: float = LEARNING_RATE
+    online_eval_every: int = ONLINE_EVAL_EVERY
+    hparams: dict[str, Any] = field(default_factory=dict)
+    version: int = SPEC_VERSION
+
+    @property
+    def steps(self) -> int:
+        return self.budget // self.batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        return cls(**d)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    @property
+    def run_id(self) -> str:
+        """Readable and unique: ``acai-mnist-256-b16384-s0-1a2b3c4d5e6f``."""
+        data = re.sub(r"[^A-Za-z0-9._-]+", "_", self.dataset)[-40:]
+        return f"{self.encoder}-{data}-{self.latent_dim}-b{self.budget}-s{self.seed}-{self.digest}"
+
+
+def default_budget(device: str) -> int:
+    """The paper's 2^24 images on a GPU; 2^14 on a CPU (announced by the commands)."""
+    return PAPER_BUDGET if device.startswith("cuda") else CPU_BUDGET
+
+
+def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budget: int | None = None,
+              seed: int = 0, device: str = "cpu", hparams: dict[str, Any] | None = None) -> RunSpec:
+    """Validate the user's choices and resolve every default into a :class:`RunSpec`."""
+    import encoders
+    from repeval import data
+
+    family = encoders.get(encoder)
+    entry = data.get(dataset)
+    overrides = dict(hparams or {})
+    unknown = set(overrides) - set(family.hparams)
+    if unknown:
+        raise UserError(f"Encoder {encoder!r} has no hyper-parameter(s) {', '.join(sorted(unknown))}; "
+                        f"it has: {', '.join(sorted(family.hparams)) or 'none'}.")
+    latent_dim = family.resolve_latent_dim(entry, latent_dim)
+    if not family.learned:
+        if budget not in (None, 0):
+            raise UserError(f"Encoder {encoder!r} is a reference encoder: it is fitted in closed form, "
+                            "not trained, so --budget does not apply. Leave it out.")
+        budget = 0
+    else:
+        budget = default_budget(device) if budget is None else budget
+        if budget < BATCH_SIZE:
+            raise UserError(f"--budget {budget} is smaller than one batch ({BATCH_SIZE} images); "
+                            f"give at least {BATCH_SIZE} (the paper trains on {PAPER_BUDGET:,}).")
+    if seed < 0:
+        raise UserError(f"--seed {seed} must be a non-negative integer.")
+    every = ONLINE_EVAL_EVERY
+    if budget:  # at least MIN_ONLINE_EVALS evaluations, on whole batches
+        every = max(BATCH_SIZE, min(ONLINE_EVAL_EVERY, budget // MIN_ONLINE_EVALS // BATCH_SIZE * BATCH_SIZE))
+    return RunSpec(encoder=encoder, dataset=dataset, latent_dim=int(latent_dim), depth=entry.depth,
+                   budget=int(budget), seed=int(seed), online_eval_every=every if budget else 0,
+                   hparams=dict(sorted({**family.hparams, **overrides}.items())))
+

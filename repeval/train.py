@@ -1,0 +1,324 @@
+"""One training loop for every family (``acai.md`` §3.1).
+
+The family supplies its losses per optimiser group (``encoders.base``); the loop owns the
+rest: batches drawn from the dataset resident on the device, Adam per group (lr 1e-4,
+β = (0.9, 0.999), ε = 1e-8 as TensorFlow's defaults), simultaneous updates from one
+forward pass, the paper's online single-layer classifier on the stop-gradient latent, bf16
+autocast / channels-last / fused Adam on CUDA, progress, a loss history, NaN detection,
+periodic atomic checkpoints and exact resume.
+
+Batches: the images seen at positions ``p = step·B … step·B + B − 1`` of the stream are
+``perm_e[p mod N]`` with ``e = p // N`` and ``perm_e`` a permutation seeded by (seed, e) —
+a function of the step alone, so a resumed run sees exactly the batches an uninterrupted
+one would. (The paper streams with a 1,024-image shuffle buffer; a full permutation per
+epoch is the stronger shuffle.)
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repeval import checkpoint as ckpt
+from repeval import provenance
+from repeval.data.base import Dataset, to_float
+from repeval.errors import TrainingDiverged, UserError
+from repeval.specs import RunSpec
+
+CHECKPOINT_EVERY_S = 300.0
+HISTORY_POINTS = 200  # loss-history resolution (at most 100 steps per point)
+EVAL_BATCH = 1024
+
+
+def build_model(spec: RunSpec, colors: int):
+    """The family of ``spec`` with the paper's architecture for its dataset and latent size."""
+    import encoders
+    from encoders.base import LATENT_SHAPES, Arch
+
+    family = encoders.get(spec.encoder)
+    if spec.latent_dim in LATENT_SHAPES:
+        arch = Arch.for_latent_dim(colors, spec.depth, spec.latent_dim)
+    else:  # reference encoders (pca) accept any number of components
+        arch = Arch(colors, spec.depth, 1, spec.latent_dim)
+    return family(arch, **spec.hparams)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``; an unavailable CUDA is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} was requested but torch sees no CUDA device "
+                        f"(torch {torch.__version__}). Use --device cpu or --device auto.")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N.")
+    return device
+
+
+class BatchStream:
+    """The batch at each step, as a pure function of (seed, step); see the module docstring."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: str):
+        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            self._perms[epoch] = torch.randperm(self.n, generator=g).to(self.device)
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        start = step * self.batch_size
+        first, last = start // self.n, (start + self.batch_size - 1) // self.n
+        if first == last:
+            offset = start - first * self.n
+            return self._perm(first)[offset:offset + self.batch_size]
+        pos = torch.arange(start, start + self.batch_size)
+        return torch.cat([self._perm(e)[(pos[pos // self.n == e] % self.n).to(self.device)]
+                          for e in range(first, last + 1)])
+
+
+@contextmanager
+def _stop_on_sigint(trainer: "Trainer"):
+    """Ctrl-C asks the loop to finish its step, checkpoint and stop (nothing is lost)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer.stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Trainer:
+    """Trains one :class:`RunSpec` on one dataset and device into ``<workdir>/checkpoints``."""
+
+    def __init__(self, spec: RunSpec, dataset: Dataset, device: str, workdir: Path, *,
+                 amp: bool | None = None, progress: bool = True, log: Callable[[str], Any] = print,
+                 checkpoint_every_s: float = CHECKPOINT_EVERY_S):
+        self.spec, self.dataset, self.device = spec, dataset, device
+        self.cuda = device.startswith("cuda")
+        self.amp = self.cuda if amp is None else amp
+        self.progress, self.log = progress, log
+        self.checkpoint_every_s = checkpoint_every_s
+        self.path = ckpt.run_dir(workdir, spec)
+        self.stop_requested = False
+
+    # ----------------------------------------------------------------- public
+    def run(self, max_steps: int | None = None) -> ckpt.Checkpoint:
+        """Train to the spec's budget (resuming if a checkpoint exists) and return it.
+
+        ``max_steps`` bounds the steps taken in this call; the run stays resumable.
+        """
+        existing = ckpt.Checkpoint(self.path)
+        if existing.exists() and existing.load_state().get("complete"):
+            return existing
+        torch.manual_seed(self.spec.seed)
+        model = build_model(self.spec, self.dataset.channels).to(self.device)
+        if not model.learned:
+            return self._fit_reference(model)
+        return self._train(model, existing, max_steps)
+
+    # ----------------------------------------------------------------- reference encoders
+    def _fit_reference(self, model) -> ckpt.Checkpoint:
+        model.fit(to_float(self.dataset.train.x.to(self.device)))
+        state = {"model": model.state_dict(), "colors": self.dataset.channels, "step": 0,
+                 "complete": True, "history": {}}
+        return ckpt.save(self.path, self.spec, _to_cpu(state), self._provenance())
+
+    # ----------------------------------------------------------------- learned families
+    def _train(self, model, existing: ckpt.Checkpoint, max_steps: int | None) -> ckpt.Checkpoint:
+        spec, device = self.spec, self.device
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        groups = model.optimizer_groups(spec.lr)
+        optimizers = {g: _adam(params, lr, self.cuda) for g, (params, lr) in groups.items()}
+        classifier = _classifier(model.feature_dim, self.dataset.num_classes).to(device)
+        clf_opt = _adam(list(classifier.parameters()), spec.lr, self.cuda)
+        history: dict[str, list] = {"step": [], "images": [], "online_images": [], "online_accuracy": []}
+        start = 0
+        if existing.exists():  # resume exactly where the last checkpoint stopped
+            state = existing.load_state(device)
+            model.load_state_dict(state["model"])
+            classifier.load_state_dict(state["classifier"])
+            clf_opt.load_state_dict(state["classifier_optimizer"])
+            for g, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][g])
+            _set_rng(state["rng"])
+            history, start = state["history"], int(state["step"])
+            self.log(f"resuming {spec.run_id} at step {start:,} of {spec.steps:,}")
+
+        data = self.dataset.to(device)
+        stream = BatchStream(len(data.train), spec.batch_size, spec.seed, device)
+        log_every = max(1, min(100, spec.steps // HISTORY_POINTS))
+        eval_every_steps = max(1, spec.online_eval_every // spec.batch_size)
+        end = spec.steps if max_steps is None else min(spec.steps, start + max_steps)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.amp and self.cuda else nullcontext())
+        loss_names: list[str] = []
+        buffer: torch.Tensor | None = None  # per-step loss values since the last log point
+        last_save = time.monotonic()
+
+        def snapshot(step: int) -> dict[str, Any]:
+            return _to_cpu({
+                "model": model.state_dict(), "classifier": classifier.state_dict(),
+                "classifier_optimizer": clf_opt.state_dict(),
+                "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
+                "rng": _get_rng(), "step": step, "complete": step >= spec.steps,
+                "colors": self.dataset.channels, "history": history,
+            })
+
+        bar = _progress(total=spec.steps, initial=start, enabled=self.progress,
+                        desc=f"{spec.encoder} {spec.dataset} {spec.latent_dim}d")
+        model.train()
+        with _stop_on_sigint(self), bar:
+            t_interval = time.monotonic()
+            for step in range(start, end):
+                idx = stream.indices(step)
+                x = to_float(data.train.x[idx])
+                if self.cuda:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    out = model.training_step(x)
+                    logits = classifier(out.features.detach().float())
+                losses = {**out.losses, "classifier": F.cross_entropy(logits.float(), data.train.y[idx])}
+                _update(groups, optimizers, out.losses, classifier, clf_opt, losses["classifier"])
+                logged = {**losses, **{k: v for k, v in out.logs.items() if k not in losses}}
+                values = torch.stack([v.detach().float().reshape(()) for v in logged.values()])
+                if buffer is None:
+                    loss_names = list(logged)
+                    buffer = torch.zeros(log_every, len(values), device=device)
+                buffer[step % log_every] = values
+                done = step + 1
+                at_log_point = done % log_every == 0 or done == end
+                if at_log_point:  # check every step's losses since the last log point, keep their mean
+                    rows = buffer[: (step % log_every) + 1].cpu()
+                    bad = ~torch.isfinite(rows)
+                    if bad.any():
+                        i, j = map(int, bad.nonzero()[0])
+                        first = step - (step % log_every) + i
+                        raise TrainingDiverged(
+                            f"{spec.encoder}: loss {loss_names[j]!r} became {rows[i, j].item()} at step "
+                            f"{first:,} ({first * spec.batch_size:,} images) of run {spec.run_id}. The last "
+                            f"good checkpoint is kept in {self.path}; try another --seed or a smaller "
+                            "learning rate.")
+                    means = rows.mean(0).tolist()
+                    history["step"].append(done)
+                    history["images"].append(done * spec.batch_size)
+                    for name, value in zip(loss_names, means):
+                        history.setdefault(name, []).append(value)
+                    elapsed = time.monotonic() - t_interval
+                    t_interval = time.monotonic()
+                    bar.set_postfix_str(" ".join(f"{n}={v:.4g}" for n, v in zip(loss_names, means)) +
+                                        f" img/s={len(rows) * spec.batch_size / max(elapsed, 1e-9):.0f}")
+                    bar.update(len(rows))
+                if done % eval_every_steps == 0 or done == spec.steps:
+                    history["online_images"].append(done * spec.batch_size)
+                    history["online_accuracy"].append(self._online_accuracy(model, classifier, data))
+                    model.train()
+                if at_log_point and done < end and (
+                        self.stop_requested or time.monotonic() - last_save > self.checkpoint_every_s):
+                    ckpt.save(self.path, spec, snapshot(done), self._provenance())
+                    last_save = time.monotonic()
+                    if self.stop_requested:
+                        raise UserError(f"Interrupted at step {done:,} of {spec.steps:,}; checkpoint saved in "
+                                        f"{self.path}. Run the same command again to resume.")
+        return ckpt.save(self.path, spec, snapshot(end), self._provenance())
+
+    @torch.no_grad()
+    def _online_accuracy(self, model, classifier, data: Dataset) -> float:
+        """Test accuracy of the online classifier on the full test split (paper: every 65,536 images)."""
+        model.eval()
+        correct = 0
+        for i in range(0, len(data.test), EVAL_BATCH):
+            x = to_float(data.test.x[i:i + EVAL_BATCH])
+            with (torch.autocast("cuda", dtype=torch.bfloat16) if self.amp and self.cuda else nullcontext()):
+                feats = model.features(x)
+            pred = classifier(feats.float()).argmax(1)
+            correct += int((pred == data.test.y[i:i + EVAL_BATCH]).sum())
+        return correct / len(data.test)
+
+    def _provenance(self) -> dict[str, Any]:
+        record = provenance.collect(self.device, self.dataset)
+        record["precision"] = "bf16 autocast" if self.amp and self.cuda else "fp32"
+        return record
+
+
+def _update(groups, optimizers, losses, classifier, clf_opt, clf_loss) -> None:
+    """Simultaneous update: each group's loss is differentiated w.r.t. its own parameters only."""
+    names = list(groups)
+    for i, g in enumerate(names):
+        params = groups[g][0]
+        grads = torch.autograd.grad(losses[g], params, retain_graph=i < len(names) - 1, allow_unused=True)
+        for p, grad in zip(params, grads):
+            p.grad = grad
+    clf_params = list(classifier.parameters())
+    for p, grad in zip(clf_params, torch.autograd.grad(clf_loss, clf_params)):
+        p.grad = grad
+    for opt in (*optimizers.values(), clf_opt):
+        opt.step()
+
+
+def _adam(params, lr: float, cuda: bool) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=cuda or None)
+
+
+def _classifier(in_features: int, num_classes: int) -> nn.Linear:
+    """The paper's online single-layer classifier: dense, Glorot-uniform, zero bias (acai.md §5.1)."""
+    layer = nn.Linear(in_features, num_classes)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _get_rng() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step",
+                dynamic_ncols=True, mininterval=1.0)
+
+
+def train(spec: RunSpec, dataset: Dataset, device: str, workdir: Path, **kwargs) -> ckpt.Checkpoint:
+    """Train (or resume, or reuse) ``spec`` and return its checkpoint. See :class:`Trainer`."""
+    max_steps = kwargs.pop("max_steps", None)
+    return Trainer(spec, dataset, device, workdir, **kwargs).run(max_steps=max_steps)
+

@@ -1,0 +1,24 @@
+"""Shared test set-up: an isolated cache per test session, and the opt-in data root."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test writes dataset caches into a fresh temporary folder, never ~/.cache."""
+    monkeypatch.setenv("REPEVAL_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("REPEVAL_DATA", raising=False)
+    monkeypatch.delenv("REPEVAL_HOME", raising=False)
+    monkeypatch.delenv("REPEVAL_ALLOW_UNVERIFIED", raising=False)
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The data root of real datasets named by REPEVAL_TEST_DATA (opt-in tests skip without it)."""
+    root = os.environ.get("REPEVAL_TEST_DATA")
+    if not root:
+        pytest.skip("set REPEVAL_TEST_DATA to a torchvision-layout data root to run this test")
+    return Path(root)

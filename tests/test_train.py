@@ -1,0 +1,155 @@
+"""The trainer: checkpoints, exact resume, NaN handling, Ctrl-C, safe loading."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from repeval import checkpoint as ckpt
+from repeval.data.base import make_dataset
+from repeval.errors import TrainingDiverged, UserError
+from repeval.specs import RunSpec
+from repeval.train import BatchStream, Trainer, train
+
+
+def tiny_dataset(n_train=96, n_test=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n_train + n_test, 1, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, 3, n_train + n_test)
+    return make_dataset("tiny", x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes=3,
+                        info={"source": "test"})
+
+
+def tiny_spec(encoder="baseline", budget=640, seed=0, **hparams):
+    import encoders
+
+    return RunSpec(encoder=encoder, dataset="tiny", latent_dim=32, depth=4, budget=budget, seed=seed,
+                   online_eval_every=128, hparams={**encoders.get(encoder).hparams, **hparams})
+
+
+def weights(checkpoint):
+    return checkpoint.load_state()["model"]
+
+
+def test_batch_stream_is_a_function_of_the_step():
+    a = BatchStream(n=10, batch_size=4, seed=3, device="cpu")
+    seen = torch.cat([a.indices(s) for s in range(5)])  # 20 positions = two epochs
+    assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:].tolist()) == list(range(10))
+    b = BatchStream(n=10, batch_size=4, seed=3, device="cpu")
+    assert torch.equal(b.indices(3), a.indices(3))  # fresh stream, same step, same batch
+    assert not torch.equal(BatchStream(10, 4, 4, "cpu").indices(0), a.indices(0))
+
+
+def test_training_writes_a_complete_checkpoint_with_history(tmp_path):
+    spec = tiny_spec()
+    checkpoint = train(spec, tiny_dataset(), "cpu", tmp_path, progress=False)
+    assert checkpoint.path == tmp_path / "checkpoints" / spec.run_id
+    state = checkpoint.load_state()
+    assert state["complete"] and state["step"] == spec.steps == 10
+    history = checkpoint.history
+    assert history["step"][-1] == 10 and len(history["autoencoder"]) == len(history["step"])
+    assert history["online_images"] == [128, 256, 384, 512, 640]
+    assert all(0 <= a <= 1 for a in history["online_accuracy"])
+    assert checkpoint.spec == spec
+    assert checkpoint.provenance["data"]["source"] == "test"
+    assert checkpoint.provenance["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("encoder", ["baseline", "acai"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, encoder):
+    spec = tiny_spec(encoder)
+    whole = train(spec, tiny_dataset(), "cpu", tmp_path / "a", progress=False)
+    part = train(spec, tiny_dataset(), "cpu", tmp_path / "b", progress=False, max_steps=4)
+    assert part.load_state()["step"] == 4 and not part.load_state()["complete"]
+    resumed = train(spec, tiny_dataset(), "cpu", tmp_path / "b", progress=False, log=lambda m: None)
+    for name, tensor in weights(whole).items():
+        assert torch.equal(tensor, weights(resumed)[name]), name
+    assert whole.history == resumed.history
+
+
+def test_finished_run_is_reused_not_retrained(tmp_path, monkeypatch):
+    spec = tiny_spec()
+    first = train(spec, tiny_dataset(), "cpu", tmp_path, progress=False)
+    monkeypatch.setattr(Trainer, "_train", lambda *a, **k: pytest.fail("retrained a finished run"))
+    assert train(spec, tiny_dataset(), "cpu", tmp_path, progress=False).path == first.path
+
+
+def test_nan_loss_stops_with_family_step_and_loss_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    spec = tiny_spec()
+    good = train(spec, tiny_dataset(), "cpu", tmp_path, progress=False, max_steps=3)
+    before = weights(good)
+    from encoders.baseline import Baseline
+
+    original = Baseline.training_step
+    calls = {"n": 0}
+
+    def poisoned(self, x):
+        step = original(self, x)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the resumed run's second step is global step 4
+            step.losses["autoencoder"] = step.losses["autoencoder"] * float("nan")
+        return step
+
+    monkeypatch.setattr(Baseline, "training_step", poisoned)
+    with pytest.raises(TrainingDiverged) as err:
+        train(spec, tiny_dataset(), "cpu", tmp_path, progress=False, log=lambda m: None)
+    assert "baseline: loss 'autoencoder' became nan at step 4" in err.value.message
+    after = ckpt.Checkpoint(good.path).load_state()
+    assert after["step"] == 3
+    for name, tensor in before.items():
+        assert torch.equal(tensor, after["model"][name])
+
+
+def test_stop_request_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
+    spec = tiny_spec()
+    trainer = Trainer(spec, tiny_dataset(), "cpu", tmp_path, progress=False)
+    from encoders.baseline import Baseline
+
+    original = Baseline.training_step
+    calls = {"n": 0}
+
+    def ctrl_c_after_five(self, x):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            trainer.stop_requested = True  # what the SIGINT handler does
+        return original(self, x)
+
+    monkeypatch.setattr(Baseline, "training_step", ctrl_c_after_five)
+    with pytest.raises(UserError, match="Interrupted at step 5 of 10; checkpoint saved"):
+        trainer.run()
+    assert ckpt.Checkpoint(trainer.path).load_state()["step"] == 5
+
+
+def test_checkpoint_round_trip_gives_identical_latents(tmp_path):
+    spec = tiny_spec("vae")
+    data = tiny_dataset()
+    checkpoint = train(spec, data, "cpu", tmp_path, progress=False)
+    model = checkpoint.load_model()
+    x = data.test.x[:8].float() / 127.5 - 1
+    again = ckpt.Checkpoint(checkpoint.path).load_model()
+    assert torch.equal(model.encode(x, "mean"), again.encode(x, "mean"))
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_loading_never_unpickles_arbitrary_objects(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec()
+    checkpoint = train(spec, tiny_dataset(), "cpu", tmp_path, progress=False)
+    with open(checkpoint.path / "state.pt", "wb") as f:
+        pickle.dump({"format": 1, "model": _Exploit()}, f, protocol=2)
+    with pytest.raises(UserError, match="cannot be read safely"):
+        checkpoint.load_state()
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_reference_encoder_is_fitted_not_trained(tmp_path):
+    spec = RunSpec(encoder="pca", dataset="tiny", latent_dim=5, depth=4, budget=0, seed=0, online_eval_every=0)
+    checkpoint = train(spec, tiny_dataset(), "cpu", tmp_path, progress=False)
+    assert checkpoint.load_state()["complete"]
+    assert checkpoint.load_model().encode(torch.zeros(2, 1, 32, 32)).shape == (2, 5)
