@@ -403,18 +403,26 @@ def format_results(rows: list[dict[str, Any]], fmt: str) -> str:
 GROUP_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "task", "metric")
 
 
+RUN_SEED = "run seed"  # summarise()'s name for a probe seed that follows the run's seed
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Aggregate score rows over seeds as the paper's tables do: mean ± np.std (acai.md §4.6).
 
     Rows are grouped by (dataset, encoder, latent, latent_dim, budget, task, metric,
-    settings). Each group gives the group columns plus ``mean``, ``std`` (population std,
+    settings), where a probe ``seed`` setting equal to the row's run seed counts as
+    ``"run seed"`` (``repeval run`` seeds each probe with its run's seed, so the seeds of one
+    configuration pool). Each group gives the group columns plus ``mean``, ``std`` (population std,
     ddof=0), ``n`` (number of rows) and ``seeds`` (sorted). A NaN in any seed makes the
     group's mean and std NaN, so a failed seed is never averaged away. Groups come in the
     order of :data:`SCORE_ORDER`.
     """
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        key = (*(row[c] for c in GROUP_COLUMNS), canonical_json(row["settings"]))
+        settings = row["settings"]
+        if settings.get("seed") == row["seed"]:
+            settings = {**settings, "seed": RUN_SEED}
+        key = (*(row[c] for c in GROUP_COLUMNS), canonical_json(settings))
         groups.setdefault(key, []).append(row)
     summary = []
     for key, members in groups.items():

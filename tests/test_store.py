@@ -219,6 +219,19 @@ def test_summarise_mean_population_std_and_seeds():
                            "settings", "mean", "std", "n", "seeds"}
 
 
+def test_summarise_pools_probe_seeds_that_follow_the_run_seed():
+    def row(seed, value, probe_seed):
+        return {"dataset": "mnist", "encoder": "acai", "latent": "map", "latent_dim": 32, "budget": 64,
+                "task": "kmeans", "metric": "accuracy", "seed": seed, "value": value,
+                "settings": {"restarts": 20, "seed": probe_seed}}
+
+    got = summarise([row(0, 0.25, 0), row(1, 0.75, 1), row(2, 0.5, 7)])
+    assert [(g["settings"], g["mean"], g["n"], g["seeds"]) for g in got] == [
+        ({"restarts": 20, "seed": "run seed"}, 0.5, 2, [0, 1]),
+        ({"restarts": 20, "seed": 7}, 0.5, 1, [2]),
+    ]
+
+
 WORKERS = 4
 BATCHES = 50
 PER_BATCH = 8

@@ -1,0 +1,219 @@
+"""The report's pictures, each returned as a ``data:image/png;base64,...`` URI.
+
+Plots (bar charts, training curves) are drawn with matplotlib's object API on the Agg
+canvas (no pyplot state, no display needed) in seaborn's whitegrid style, at a small size
+and dpi, saved as palette PNGs so that the HTML file stays small: one figure per dataset ×
+latent dim, never one per run.
+Image grids of the preview files (reconstructions, interpolations) are composed directly
+with numpy and Pillow at their native 32×32 resolution.
+
+matplotlib and Pillow are imported inside the functions so that importing the report
+package stays cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DPI = 96
+PANEL_WIDTH_IN = 2.7
+GRID_GAP = 1  # pixels between tiles
+REFERENCE_COLOUR = "#9aa0a6"
+PREVIEW_KEYS = ("originals", "reconstructions", "interpolations")
+# Reconstruction loss in training histories, in order of preference (every family logs "mse").
+LOSS_KEYS = ("mse", "autoencoder")
+
+
+def png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+# ------------------------------------------------------------------------------ image grids
+def load_previews(run_dir: Path, latent: str) -> dict[str, np.ndarray] | None:
+    """The arrays of ``<run_dir>/previews-<latent>.npz`` (see :func:`repeval.pipeline.write_previews`),
+    or ``None`` when the file is missing, unreadable or not uint8 images of 1 or 3 channels
+    (``originals``/``reconstructions`` N×C×H×W, ``interpolations`` pairs×steps×C×H×W)."""
+    path = Path(run_dir) / f"previews-{latent}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in PREVIEW_KEYS if k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    if len(arrays) != len(PREVIEW_KEYS) or any(a.dtype != np.uint8 or a.size == 0 for a in arrays.values()):
+        return None
+    images = arrays["originals"].shape
+    ok = (len(images) == 4 and images[1] in (1, 3) and arrays["reconstructions"].shape == images
+          and arrays["interpolations"].ndim == 5 and arrays["interpolations"].shape[2:] == images[1:])
+    return arrays if ok else None
+
+
+def tile_grid(tiles: np.ndarray, gap: int = GRID_GAP) -> tuple[bytes, int, int]:
+    """PNG of a rows × cols grid of uint8 images ``(rows, cols, C, H, W)``, C = 1 or 3, with
+    its width and height in pixels. Tiles are separated by ``gap`` white pixels."""
+    from PIL import Image
+
+    rows, cols, channels, h, w = tiles.shape
+    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, channels), 255, np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = \
+                tiles[r, c].transpose(1, 2, 0)
+    image = Image.fromarray(canvas[..., 0] if channels == 1 else canvas, "L" if channels == 1 else "RGB")
+    if channels == 3:  # an adaptive 256-colour palette: a third of the bytes, invisible at this size
+        image = image.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue(), image.width, image.height
+
+
+def _image(tiles: np.ndarray) -> dict[str, Any]:
+    data, width, height = tile_grid(tiles)
+    return {"src": png_uri(data), "width": width, "height": height}
+
+
+def reconstruction_grid(previews: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Originals (top row) over their reconstructions (bottom row): ``src``, ``width``, ``height``."""
+    return _image(np.stack([previews["originals"], previews["reconstructions"]]))
+
+
+def interpolation_grid(previews: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One row per interpolated pair, from one endpoint's decoding to the other's."""
+    return _image(previews["interpolations"])
+
+
+# ------------------------------------------------------------------------------ plots
+def _style():
+    """Seaborn's whitegrid look (matplotlib's bundled copy of it: importing seaborn itself,
+    and pandas with it, would cost seconds for a style and a palette) and small fonts."""
+    import matplotlib
+    import matplotlib.style
+
+    rc = {**matplotlib.style.library["seaborn-v0_8-whitegrid"],
+          "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"],  # bundled: every glyph we use
+          "font.size": 8, "axes.titlesize": 8.5, "axes.titleweight": "bold", "axes.labelsize": 8,
+          "xtick.labelsize": 7.5, "ytick.labelsize": 7.5, "legend.fontsize": 7.5}
+    return matplotlib.rc_context(rc)
+
+
+def plain(text: str) -> str:
+    """``text`` drawn as typed: a ``$`` would otherwise start matplotlib's mathtext."""
+    return text.replace("$", r"\$")
+
+
+def encoder_colours(encoders: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """A stable colour per learned encoder (tab10/tab20, in the given order); references grey."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(encoders) <= 10 else "tab20"]
+    colours: dict[str, Any] = {e: cmap(i % cmap.N) for i, e in enumerate(encoders)}
+    colours.update({e: REFERENCE_COLOUR for e in references})
+    return colours
+
+
+def _save(fig) -> str:
+    """The figure as a palette PNG (plots use few colours; 256 keep the anti-aliasing)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    image = image.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return png_uri(out.getvalue())
+
+
+def bar_chart(panels: Sequence[dict[str, Any]], colours: dict[str, Any]) -> str | None:
+    """Grouped horizontal bars: one panel per probe metric, one bar per table row.
+
+    Each panel: ``title``, and ``bars`` — dicts with ``label``, ``encoder``, ``mean``,
+    ``std`` (drawn as the error bar; 0 for a single seed) and ``reference`` (hatched grey).
+    Bars with a NaN mean are left out. Returns ``None`` when there is nothing to draw.
+    """
+    panels = [p for p in panels if any(not math.isnan(b["mean"]) for b in p["bars"])]
+    if not panels:
+        return None
+    from matplotlib.figure import Figure
+
+    labels = list(dict.fromkeys(b["label"] for p in panels for b in p["bars"]))
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    with _style():
+        fig = Figure(figsize=(PANEL_WIDTH_IN * cols, rows * (0.5 + 0.16 * len(labels))), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+        for ax, panel in zip(axes.flat, panels):
+            y = {label: i for i, label in enumerate(labels)}
+            for b in panel["bars"]:
+                if math.isnan(b["mean"]):
+                    continue
+                ax.barh(y[b["label"]], b["mean"], xerr=b["std"] or None, color=colours.get(b["encoder"]),
+                        hatch="///" if b["reference"] else None, edgecolor="white", linewidth=0.4,
+                        height=0.72, error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "#333333"})
+            ax.set_yticks(range(len(labels)), [plain(label) for label in labels])
+            ax.set_ylim(len(labels) - 0.5, -0.5)
+            ax.set_title(plain(panel["title"]), loc="left")
+            ax.tick_params(pad=1)
+            ax.grid(axis="y", visible=False)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        return _save(fig)
+
+
+def training_curves(series: Sequence[dict[str, Any]], colours: dict[str, Any]) -> str | None:
+    """Reconstruction loss (log scale) and online-classifier accuracy against training images.
+
+    ``series``: dicts with ``encoder``, ``seed`` and ``history`` (``history.json`` of a run:
+    ``images`` with the loss keys of :data:`LOSS_KEYS`, ``online_images`` with
+    ``online_accuracy``). One line per run, coloured by encoder. ``None`` when no run has
+    a history to draw.
+    """
+    drawable = [s for s in series if _loss(s["history"]) or s["history"].get("online_accuracy")]
+    if not drawable:
+        return None
+    from matplotlib.figure import Figure
+
+    with _style():
+        fig = Figure(figsize=(2 * PANEL_WIDTH_IN + 1.3, 2.2), layout="constrained")
+        loss_ax, acc_ax = fig.subplots(1, 2)
+        seen: set[str] = set()
+        loss_keys: list[str] = []
+        for s in drawable:
+            h, colour = s["history"], colours.get(s["encoder"])
+            label = plain(s["encoder"]) if s["encoder"] not in seen else None
+            seen.add(s["encoder"])
+            loss = _loss(h)
+            if loss:
+                key, values = loss
+                loss_keys += [key] if key not in loss_keys else []
+                x, y = np.asarray(h.get("images", [])[:len(values)], float), np.asarray(values, float)
+                keep = y > 0
+                loss_ax.plot(x[keep], y[keep], color=colour, lw=1, alpha=0.85, label=label)
+            if h.get("online_accuracy"):
+                acc_ax.plot(h["online_images"], 100 * np.asarray(h["online_accuracy"], float), color=colour,
+                            lw=1, alpha=0.85, marker="o", ms=2, label=None if loss else label)
+        loss_ax.set_yscale("log")
+        loss_ax.set_title(f"reconstruction loss ({', '.join(loss_keys) or 'none logged'})", loc="left")
+        acc_ax.set_title("online classifier, test accuracy %", loc="left")
+        for ax in (loss_ax, acc_ax):
+            ax.set_xlabel("training images")
+            ax.tick_params(pad=1)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
+        fig.legend(loc="outside right upper", frameon=False)
+        return _save(fig)
+
+
+def _loss(history: dict[str, Any]) -> tuple[str, list[float]] | None:
+    for key in LOSS_KEYS:
+        if history.get(key) and history.get("images"):
+            return key, history[key]
+    return None

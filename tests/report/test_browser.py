@@ -1,0 +1,92 @@
+"""A report from a small real run, opened in headless Chromium.
+
+The page's own error recorder (build.ERROR_SCRIPT) writes script errors, blocked loads
+and undecodable images to ``<html data-errors>`` and sets ``data-checked="1"`` on load;
+``--dump-dom`` shows both. A screenshot must not be blank. Skipped only when Chromium
+is not installed (CI installs it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from html_tables import tables
+
+from repeval.cli import main
+from repeval.report import build_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
+                                reason=f"headless Chromium is not installed at {CHROMIUM} (CI installs it)")
+
+
+def chromium(args: list[str], profile: Path) -> str:
+    """Run headless Chromium with a fresh profile; its stdout."""
+    done = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory) -> Path:
+    """``repeval run`` of baseline (256 training images) and pixels on digits, then the report."""
+    work = tmp_path_factory.mktemp("real")
+    result = CliRunner().invoke(main, [
+        "run", "--encoder", "baseline", "--encoder", "pixels", "--task", "linear", "--task", "kmeans",
+        "--dataset", "digits", "--budget", "256", "--workdir", str(work)])
+    assert result.exit_code == 0, result.output
+    return build_report(work, work / "report.html")
+
+
+@pytest.mark.slow
+def test_real_report_shows_the_run(real_report):
+    html = real_report.read_text(encoding="utf-8")
+    rows = [t for t in tables(html) if t["heading"] == "digits · latent dim 256"][0]["rows"]
+    assert rows[0] == ["Encoder", "Latent", "Budget", "n", "Linear, online acc. %", "Linear, offline acc. %",
+                       "k-means acc. %", "k-means NMI", "k-means ARI"]
+    assert [r[:4] for r in rows[1:]] == [["baseline", "map", "256 (2⁸)", "1"],
+                                         ["pixels", "pixels (1024-d)", "fitted", "1"]]
+    assert rows[2][4] == "–"  # no online classifier for a reference encoder
+    assert html.count('alt="reconstructions of ') == 2
+    assert html.count('<details class="run"') == 2
+
+
+@pytest.mark.slow
+def test_page_loads_without_errors(real_report, tmp_path):
+    dom = chromium(["--dump-dom", real_report.as_uri()], tmp_path / "profile")
+    head = dom[:dom.index("<head>")]
+    assert 'data-checked="1"' in head
+    assert "data-errors" not in head
+
+
+@pytest.mark.slow
+def test_screenshot_is_not_blank(real_report, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "report.png"
+    chromium([f"--screenshot={shot}", "--window-size=1200,2000", "--hide-scrollbars", real_report.as_uri()],
+             tmp_path / "profile")
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (2000, 1200)
+    assert pixels.var() > 0
+
+
+def test_error_recorder_reports_blocked_loads_and_scripts(tmp_path):
+    """The check above is not vacuous: an external image and an injected script are caught."""
+    page = build_report(tmp_path / "empty", tmp_path / "page.html").read_text(encoding="utf-8")
+    hostile = page.replace("</body>", '<img src="http://127.0.0.1:9/x.png" alt="outside">'
+                                      '<script>document.title = "ran"</script></body>')
+    (tmp_path / "hostile.html").write_text(hostile, encoding="utf-8")
+    dom = chromium(["--dump-dom", (tmp_path / "hostile.html").as_uri()], tmp_path / "profile")
+    head = dom[:dom.index("<head>")]
+    assert "blocked: http://127.0.0.1:9/x.png" in head
+    assert "image did not decode: outside" in head
+    assert "blocked: inline" in head
+    assert "<title>ran</title>" not in dom

@@ -1,0 +1,220 @@
+"""The HTML report from synthetic stores: exact numbers and markers, the paper comparison,
+escaping, empty and damaged workdirs, atomic writing, and a 300-run store."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from html_tables import tables
+from report_synthetic import PROVENANCE, add_run
+
+import repeval
+from repeval.cli import main
+from repeval.report import build_report
+from repeval.store import Store
+
+UNVERIFIED = {**PROVENANCE, "data": {"name": "cifar10", "fingerprint": "c1fa", "source": "torchvision.datasets.CIFAR10",
+                                     "verified": "NO: md5s differ from the official ones (--allow-unverified)"}}
+B = "16,384 (2¹⁴)"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A small store (read-only for the tests that share it): mnist, lines and unverified cifar10."""
+    work = tmp_path_factory.mktemp("report") / "work"
+    with Store.in_workdir(work) as store:
+        for seed, (km, online) in enumerate([(0.5, 0.9), (0.7, 0.92)]):
+            add_run(store, work, "baseline", "mnist", 32, seed, 16384, {
+                ("kmeans", "accuracy"): km, ("linear", "accuracy"): 0.6, ("linear", "accuracy_online"): online})
+        for seed, (km, online) in enumerate([(0.8, 0.98), (0.9, 0.99)]):
+            add_run(store, work, "acai", "mnist", 32, seed, 16384, {
+                ("kmeans", "accuracy"): km, ("linear", "accuracy"): 0.97, ("linear", "accuracy_online"): online})
+        add_run(store, work, "pixels", "mnist", 1024, 0, 0, {("kmeans", "accuracy"): 0.95, ("linear", "accuracy"): 0.9})
+        add_run(store, work, "acai", "lines", 64, 0, 16384, {
+            ("interpolation", "mean_distance"): 0.00024, ("interpolation", "smoothness"): 0.1})
+        add_run(store, work, "baseline", "lines", 64, 0, 16384, {
+            ("interpolation", "mean_distance"): 0.002, ("interpolation", "smoothness"): 0.5})
+        add_run(store, work, "acai", "cifar10", 256, 0, 16384, {("kmeans", "accuracy"): 0.3},
+                provenance=UNVERIFIED, channels=3)
+    return work
+
+
+@pytest.fixture(scope="module")
+def html(workdir) -> str:
+    return render(workdir)
+
+
+def render(work: Path, **kwargs) -> str:
+    out = build_report(work, work / "report.html", **kwargs)
+    return out.read_text(encoding="utf-8")
+
+
+def table_under(html: str, heading: str, index: int = 0) -> list[list[str]]:
+    return [t for t in tables(html) if t["heading"].startswith(heading)][index]["rows"]
+
+
+def test_header_counts_runs_and_scores(html, workdir):
+    assert f"by repeval {repeval.__version__}" in html
+    assert "8 runs, 19 scores in 3 dataset × latent-size tables" in html
+    assert f"<code>{workdir.resolve()}</code>" in html
+
+
+def test_score_table_mean_std_n_best_and_floor(html):
+    rows = table_under(html, "mnist · latent dim 32")
+    assert rows == [
+        ["Encoder", "Latent", "Budget", "n", "Linear, online acc. %", "Linear, offline acc. %", "k-means acc. %"],
+        ["baseline", "map", B, "2", "91.00 ± 1.00", "60.00 ± 0.00", "60.00 ± 10.00"],
+        ["acai", "map", B, "2", "98.50 ± 0.50★", "97.00 ± 0.00★", "85.00 ± 5.00★"],
+        ["pixels", "pixels (1024-d)", "fitted", "1", "–", "90.00", "95.00"],
+    ]
+
+
+def test_paper_tables_beside_ours_with_difference_and_status(html):
+    table2 = table_under(html, "Table 2: single-layer classifier accuracy")
+    assert table2 == [
+        ["Dataset", "Dim", "Family", "Paper†", "Ours same protocol", "n", "Our data", "Budget", "Δ ours − paper",
+         "Ours, offline linear different protocol", "n"],
+        ["MNIST", "32", "baseline", "94.90 ± 0.14†", "91.00 ± 1.00", "2", "mnist map", B, "\u22123.90",
+         "60.00 ± 0.00", "2"],
+        ["MNIST", "32", "acai", "98.25 ± 0.11†", "98.50 ± 0.50", "2", "mnist map", B, "+0.25", "97.00 ± 0.00", "2"],
+    ]
+    table3 = table_under(html, "Table 3: k-means clustering accuracy")
+    assert table3[1:] == [
+        ["MNIST", "32", "baseline", "77.56†", "60.00 ± 10.00", "2", "mnist map", B, "\u221217.56"],
+        ["MNIST", "32", "acai", "94.38†", "85.00 ± 5.00", "2", "mnist map", B, "\u22129.38"],
+    ]
+    status = "unverified: recollection of the paper&#39;s table, not checked against the PDF (acai.md [PAPER?])"
+    assert f'<span class="paper unverified" title="{status}">98.25 ± 0.11<sup>†</sup></span>' in html
+    assert "2 of 37 paper values have a matching score in this workdir." in html
+    assert "Ours here: 16,384 (2¹⁴) (1/1,024 of the paper&#39;s)." in html
+
+
+def test_lines_view_is_table_1_with_paper_values_and_strips(html):
+    rows = table_under(html, "Lines benchmark")
+    assert rows[1:] == [
+        ["baseline (map)", "64", B, "1", "2.00", "6.88 ± 0.21†", "\u22124.88", "0.500", "0.44 ± 0.04†", "+0.06"],
+        ["acai (map)", "64", B, "1", "0.24★", "0.24 ± 0.01†", "+0.00", "0.100★", "0.10 ± 0.01†", "+0.00"],
+    ]
+    assert html.count('alt="interpolations of acai on lines"') == 1
+
+
+def test_figures_and_previews_are_embedded_images(html):
+    srcs = re.findall(r'<img [^>]*src="([^"]+)"', html)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    # per table: bars and curves; per row with a previews file: reconstructions and interpolations
+    assert html.count('alt="probe scores on ') == 3
+    assert html.count('alt="training curves on ') == 3
+    assert html.count('alt="reconstructions of ') == 3 + 2 + 1
+
+
+def test_unverified_data_is_flagged_where_its_scores_appear(html):
+    flag = ('<span class="flag flag-unverified" title="data: NO: md5s differ from the official ones '
+            '(--allow-unverified)">unverified data</span>')
+    assert f"cifar10 · latent dim 256{flag}</h3>" in html  # the score table's heading
+    assert f'<h3 id="fig-scores-cifar10-256">cifar10 · latent dim 256{flag}</h3>' in html
+    assert f"acai-cifar10-256-b16384-s0</code>{flag}</summary>" in html  # provenance
+    assert html.count(flag) == 3
+
+
+def test_no_external_resources_and_a_strict_content_security_policy(html):
+    assert not re.search(r'(src|href)="(?!data:|#)', html)
+    assert "url(" not in html and "@import" not in html and "http://" not in html and "https://" not in html
+    assert ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src &#39;none&#39;; img-src data:; "
+            "style-src &#39;unsafe-inline&#39;; script-src &#39;sha256-") in html
+
+
+def test_hostile_names_and_settings_are_escaped(tmp_path):
+    work = tmp_path / "work"
+    encoder, dataset = '<script>alert(1)</script>"e$x$', '"><img src=x onerror=alert(2)>'
+    hostile = {**PROVENANCE, "device": "<script>alert(4)</script>", "data": {
+        "verified": "NO: <script>alert(5)</script>", "fingerprint": '"><b>', "source": "<i>s</i>"}}
+    with Store.in_workdir(work) as store:
+        for seed in (0, 1):
+            add_run(store, work, encoder, dataset, 32, seed, 16384, {("kmeans", "accuracy"): 0.5 + seed / 10},
+                    settings={"kmeans": {"note": "</pre><script>alert(3)</script>"}}, provenance=hostile)
+        add_run(store, work, "acai", dataset, 32, 0, 16384, {("kmeans", "accuracy"): 0.4}, latent='"><svg onload=x>')
+    html = render(work)
+    assert "alert(" in html  # the names are shown ...
+    assert "<script>alert" not in html and "<img src=x" not in html and "<svg" not in html  # ... never raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;e$x$" in html
+    assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "&lt;/pre&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(4)&lt;/script&gt;" in html and "NO: &lt;script&gt;alert(5)&lt;/script&gt;" in html
+    assert html.count("<script>") == 1  # the page's own error recorder only
+
+
+def test_empty_store_says_how_to_produce_scores(tmp_path):
+    work = tmp_path / "work"
+    Store.in_workdir(work).close()
+    html = render(work)
+    assert "The results store holds no scores yet." in html
+    assert "repeval run --encoder baseline --encoder acai --encoder pixels --task linear --task kmeans" in html
+    assert "0 runs, 0 scores" in html
+
+
+def test_workdir_without_a_store_is_not_created(tmp_path):
+    work = tmp_path / "nowhere"
+    out = build_report(work, tmp_path / "report.html")
+    assert "No results store in this workdir" in out.read_text(encoding="utf-8")
+    assert not work.exists()
+
+
+def test_deleted_run_directories_are_tolerated(tmp_path):
+    work = tmp_path / "work"
+    with Store.in_workdir(work) as store:
+        add_run(store, work, "acai", "mnist", 32, 0, 16384, {("kmeans", "accuracy"): 0.8}, run_dir=False)
+        add_run(store, work, "baseline", "mnist", 32, 0, 16384, {("kmeans", "accuracy"): 0.6})
+    html = render(work)
+    assert table_under(html, "mnist · latent dim 32")[1:] == [
+        ["baseline", "map", B, "1", "60.00"], ["acai", "map", B, "1", "80.00★"]]
+    assert "1 run has no checkpoint directory on disk" in html
+    assert "missing (deleted?)" in html
+    assert "No previews file for: acai." in html
+
+
+def test_missing_paper_file_leaves_the_comparison_out(workdir, tmp_path):
+    html = build_report(workdir, tmp_path / "r.html", paper=tmp_path / "nope.json").read_text(encoding="utf-8")
+    assert f"No paper numbers file at {tmp_path / 'nope.json'}; the comparison is left out." in html
+    assert table_under(html, "mnist · latent dim 32")[2][-1] == "85.00 ± 5.00★"
+
+
+def test_report_replaces_the_output_atomically(workdir, tmp_path):
+    out = tmp_path / "report.html"
+    out.write_text("old")
+    build_report(workdir, out)
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_cli_report_writes_the_file(workdir, tmp_path):
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["report", "--workdir", str(workdir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(out)
+    assert "mnist · latent dim 32" in out.read_text(encoding="utf-8")
+
+
+def test_three_hundred_runs_render_into_a_small_file(tmp_path):
+    """A large store: 6 dataset × dim tables, 7 learned families × 7 seeds each, plus pixels."""
+    work = tmp_path / "work"
+    learned = ("baseline", "dropout", "denoising", "vae", "aae", "vqvae", "acai")
+    with Store.in_workdir(work) as store:
+        for dataset, channels in (("mnist", 1), ("svhn", 3), ("cifar10", 3)):
+            for dim in (32, 256):
+                for i, encoder in enumerate(learned):
+                    for seed in range(7):
+                        add_run(store, work, encoder, dataset, dim, seed, 16384, {
+                            ("linear", "accuracy"): 0.5 + i / 20, ("linear", "accuracy_online"): 0.45 + i / 20,
+                            ("kmeans", "accuracy"): 0.3 + i / 20 + seed / 100, ("kmeans", "nmi"): 0.2,
+                            ("kmeans", "ari"): 0.1, ("knn", "accuracy"): 0.6}, channels=channels)
+            for seed in range(2):
+                add_run(store, work, "pixels", dataset, channels * 1024, seed, 0,
+                        {("linear", "accuracy"): 0.4, ("kmeans", "accuracy"): 0.2}, channels=channels)
+    html = render(work)
+    assert html.count('<details class="run"') == 300
+    assert len([t for t in tables(html) if " · latent dim " in t["heading"] and t["rows"][0][0] == "Encoder"]) == 6
+    assert table_under(html, "svhn · latent dim 256")[7][:5] == ["acai", "map", B, "7", "75.00 ± 0.00★"]
+    assert (work / "report.html").stat().st_size < 5_000_000
