@@ -1,0 +1,63 @@
+"""The probes' public API: task registry, settings resolution, latent validation."""
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from repeval.errors import UserError
+from repeval.probes import TASKS, Latents, resolve_settings
+
+
+def test_registry():
+    assert {name: task.metrics for name, task in TASKS.items()} == {
+        "linear": ("accuracy",),
+        "kmeans": ("accuracy", "nmi", "ari"),
+        "knn": ("accuracy",),
+        "interpolation": ("mean_distance", "smoothness"),
+    }
+    assert [name for name, task in TASKS.items() if task.needs_model] == ["interpolation"]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1"])
+@pytest.mark.parametrize("name", list(TASKS))
+def test_settings_are_json(name, device):
+    settings = resolve_settings(name, device, {})
+    assert json.loads(json.dumps(asdict(settings))) == asdict(settings)
+
+
+def test_kmeans_defaults_depend_on_the_device():
+    assert asdict(resolve_settings("kmeans", "cpu")) == {
+        "restarts": 20, "niter": 300, "seed": 0, "backend": "faiss", "whiten": True}
+    assert asdict(resolve_settings("kmeans", "cuda:0")) == {
+        "restarts": 1000, "niter": 300, "seed": 0, "backend": "torch", "whiten": True}
+
+
+def test_overrides_are_converted_and_checked():
+    settings = resolve_settings("kmeans", "cpu", {"restarts": "5", "backend": "torch", "whiten": "false"})
+    assert (settings.restarts, settings.backend, settings.whiten) == (5, "torch", False)
+    assert resolve_settings("knn", "cpu", {"temperature": "0.1", "k": 5}).temperature == 0.1
+    assert resolve_settings("linear", "cpu", {"lr": 1}).lr == 1.0
+    with pytest.raises(UserError, match="known settings"):
+        resolve_settings("knn", "cpu", {"neighbours": 5})
+    with pytest.raises(UserError, match="expects a value of type int"):
+        resolve_settings("knn", "cpu", {"k": "five"})
+    with pytest.raises(UserError, match="backend"):
+        resolve_settings("kmeans", "cpu", {"backend": "sklearn"})
+    with pytest.raises(UserError, match="Known tasks"):
+        resolve_settings("svm", "cpu")
+
+
+def test_latents_are_validated_and_converted():
+    z = Latents(np.zeros((3, 2)), np.array([0, 1, 1], dtype=np.int32), np.ones((1, 2)), [1], num_classes=2)
+    assert z.z_train.dtype == np.float32 and z.y_train.dtype == np.int64 and z.y_test.dtype == np.int64
+    assert z.dim == 2
+    with pytest.raises(UserError, match="NaN"):
+        Latents(np.full((3, 2), np.nan), [0, 1, 1], np.ones((1, 2)), [1], num_classes=2)
+    with pytest.raises(UserError, match=r"\[0, 2\)"):
+        Latents(np.zeros((3, 2)), [0, 1, 2], np.ones((1, 2)), [1], num_classes=2)
+    with pytest.raises(UserError, match="differ in size"):
+        Latents(np.zeros((3, 2)), [0, 1, 1], np.ones((1, 3)), [1], num_classes=2)
+    with pytest.raises(UserError, match="one row per image"):
+        Latents(np.zeros((3, 2, 2)), [0, 1, 1], np.ones((1, 2)), [1], num_classes=2)
