@@ -225,7 +225,8 @@ class Trainer:
                         history.setdefault(name, []).append(value)
                     elapsed = time.monotonic() - t_interval
                     t_interval = time.monotonic()
-                    bar.set_postfix_str(" ".join(f"{n}={v:.4g}" for n, v in zip(loss_names, means)) +
+                    shown = [(n, v) for n, v in zip(loss_names, means) if n in losses]  # one per group
+                    bar.set_postfix_str(" ".join(f"{n}={v:.4g}" for n, v in shown) +
                                         f" img/s={len(rows) * spec.batch_size / max(elapsed, 1e-9):.0f}")
                     bar.update(len(rows))
                 if done % eval_every_steps == 0 or done == spec.steps:

@@ -1,0 +1,345 @@
+"""The ``repeval`` command line.
+
+Every command takes ``--workdir DIR`` (default ``./runs``, env ``REPEVAL_HOME``) and
+``--data-dir DIR`` (env ``REPEVAL_DATA``). Heavy libraries are imported inside commands so
+that ``repeval --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from repeval import __version__
+from repeval.errors import UserError
+
+ENCODER_NAMES = ("baseline", "dropout", "denoising", "vae", "aae", "vqvae", "acai", "pixels", "pca")
+TASK_NAMES = ("linear", "kmeans", "knn", "interpolation")
+
+
+def common_options(f):
+    """``--workdir``, ``--data-dir`` and ``--allow-unverified`` on every command."""
+    options = [
+        click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default="runs",
+                  envvar="REPEVAL_HOME", show_default=True, show_envvar=True,
+                  help="Where checkpoints, latents and the results store live."),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  envvar="REPEVAL_DATA", show_envvar=True,
+                  help="Local datasets in torchvision layout (MNIST/raw, cifar-10-batches-py, SVHN). "
+                       "Without it, datasets download into the cache (~/.cache/repeval or REPEVAL_CACHE)."),
+        click.option("--allow-unverified", is_flag=True, envvar="REPEVAL_ALLOW_UNVERIFIED", show_envvar=True,
+                  help="Accept a local CIFAR-10 copy whose md5s differ from the official ones (e.g. a "
+                       "rebuild); its scores are marked as coming from unverified data."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def spec_options(f):
+    """What identifies a run: encoder, dataset, latent size, budget, seed, device."""
+    for option in reversed([
+        click.option("--dataset", default="mnist", show_default=True,
+                     help="mnist, svhn, svhn-extra, cifar10, lines, digits, or npz:PATH."),
+        click.option("--latent-dim", type=int, default=None,
+                     help="Latent size: 32, 256 or 1024 on images (default 256), 64 or 256 on lines "
+                          "(default 64); any number of components for pca."),
+        click.option("--budget", type=int, default=None,
+                     help="Training images (paper: 16,777,216 = 2^24, the default on a GPU; 16,384 on a CPU)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE",
+                     help="Override a family hyper-parameter, e.g. --hparam keep_prob=0.75 (repeatable; "
+                          "`repeval encoders --json` lists them)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _parse_assignments(items: tuple[str, ...], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{what} {item!r} is not KEY=VALUE (e.g. {what} restarts=1000).")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _data_options(data_dir: Path | None, allow_unverified: bool):
+    from repeval.data import DataOptions
+
+    return DataOptions(data_dir=data_dir, allow_unverified=allow_unverified)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="repeval")
+def main():
+    """How good is an encoder's latent space for downstream work?
+
+    repeval trains the autoencoder families of the ACAI paper (Berthelot et al., 2018),
+    freezes them, extracts their latents and probes them: a single-layer classifier,
+    k-means clustering accuracy, kNN accuracy and the lines interpolation benchmark.
+    Every score is stored with how it was made (`repeval results`), rendered into an
+    HTML report (`repeval report`) and can gate CI (`repeval check`).
+
+    \b
+    Start here:
+      repeval datasets                                  what data is available
+      repeval run --encoder acai --task kmeans          train, extract, probe, store
+      repeval report --out report.html                  compare everything stored
+    """
+
+
+# ------------------------------------------------------------------------------ datasets
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common_options
+def datasets(as_json: bool, workdir: Path, data_dir: Path | None, allow_unverified: bool):
+    """List the datasets, whether each is available locally, and their split sizes."""
+    from repeval import data
+
+    options = _data_options(data_dir, allow_unverified)
+    rows = []
+    for entry in data.DATASETS.values():
+        where = entry.locate(options)
+        rows.append({"name": entry.name, "available": where is not None, "where": where,
+                     "train": entry.train_size, "test": entry.test_size, "channels": entry.channels,
+                     "classes": entry.num_classes, "latent_dims": list(entry.latent_dims),
+                     "description": entry.summary})
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'dataset':<11} {'available':<9} {'train':>8} {'test':>7}  {'C':>1}  latent dims   description")
+    for r in rows:
+        dims = ",".join(map(str, r["latent_dims"]))
+        click.echo(f"{r['name']:<11} {'yes' if r['available'] else 'no':<9} {r['train']:>8,} {r['test']:>7,}  "
+                   f"{r['channels']:>1}  {dims:<13} {r['description']}")
+    missing = [r["name"] for r in rows if not r["available"]]
+    if missing:
+        where = data_dir or "the cache (downloaded on first use when online)"
+        click.echo(f"\nNot found in {where}: {', '.join(missing)}. Point --data-dir at a torchvision-layout "
+                   "folder; npz:PATH loads your own arrays.")
+
+
+# ------------------------------------------------------------------------------ encoders
+@main.command("encoders")
+@click.option("--dataset", default="mnist", show_default=True, help="Dataset whose shapes size the models.")
+@click.option("--latent-dim", type=int, default=None, help="Latent size (default: the dataset's).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common_options
+def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: Path, data_dir: Path | None,
+                 allow_unverified: bool):
+    """List the encoder families with their latents, hyper-parameters and parameter counts."""
+    import encoders
+    from repeval import data
+    from repeval.specs import make_spec
+    from repeval.train import build_model
+
+    entry = data.get(dataset)
+    rows = []
+    for name, family in encoders.REGISTRY.items():
+        try:
+            spec = make_spec(name, dataset, latent_dim=latent_dim)
+        except UserError:
+            if family.learned:
+                raise
+            spec = make_spec(name, dataset)  # a reference encoder whose size is fixed (pixels)
+        model = build_model(spec, entry.channels)
+        rows.append({"name": name, "learned": family.learned, "summary": family.summary,
+                     "latent_dim": spec.latent_dim, "latents": dict(family.latents),
+                     "hparams": dict(family.hparams), "parameters": model.parameter_counts()})
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"Families on {dataset} (depth {entry.depth}); parameter counts per part.")
+    click.echo(f"{'encoder':<10} {'dim':>5} {'encoder':>10} {'decoder':>10} {'other':>24}  latents")
+    for r in rows:
+        p = dict(r["parameters"])
+        enc, dec = p.pop("encoder", 0), p.pop("decoder", 0)
+        other = ", ".join(f"{k} {v:,}" for k, v in p.items()) or "-"
+        click.echo(f"{r['name']:<10} {r['latent_dim']:>5} {enc:>10,} {dec:>10,} {other:>24}  "
+                   f"{'/'.join(r['latents'])}")
+
+
+# ------------------------------------------------------------------------------ train
+def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: str, hparams):
+    from repeval.specs import default_budget, make_spec
+    from repeval.train import resolve_device
+
+    device = resolve_device(device)
+    import encoders
+
+    family = encoders.get(encoder)
+    spec = make_spec(encoder, dataset, latent_dim=latent_dim, budget=budget if family.learned else None,
+                     seed=seed, device=device, hparams=_parse_assignments(hparams, "--hparam"))
+    if family.learned and budget is None and not device.startswith("cuda"):
+        click.echo(f"CPU run: default budget {default_budget(device):,} images (the paper's 2^24 is for GPUs; "
+                   "set --budget to change it).", err=True)
+    return spec, device
+
+
+@main.command()
+@click.option("--encoder", required=True, type=click.Choice(ENCODER_NAMES), help="The family to train.")
+@spec_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and noise.")
+@common_options
+def train(encoder, dataset, latent_dim, budget, device, hparams, seed, workdir, data_dir, allow_unverified):
+    """Train one family (or resume it, or reuse a finished run) and print its checkpoint.
+
+    The last line of output is the checkpoint directory. Ctrl-C saves a checkpoint; run
+    the same command again to resume.
+    """
+    from repeval import data
+    from repeval.train import train as train_spec
+
+    spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
+    ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
+    checkpoint = train_spec(spec, ds, device, workdir)
+    click.echo(str(checkpoint.path))
+
+
+# ------------------------------------------------------------------------------ run
+@main.command()
+@click.option("--encoder", "encoder_names", required=True, multiple=True,
+              type=click.Choice((*ENCODER_NAMES, "all")), help="Family to evaluate (repeatable, or all).")
+@click.option("--task", "tasks", required=True, multiple=True, type=click.Choice((*TASK_NAMES, "all")),
+              help="Probe to run (repeatable, or all: every task that applies to the dataset).")
+@spec_options
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True,
+              help="Seed (repeatable: each seed is a separate run; the table shows mean ± std).")
+@click.option("--latent", default=None,
+              help="Which tensor is the latent, e.g. mean or sample for vae (default: the family's).")
+@click.option("--set", "settings", multiple=True, metavar="TASK.KEY=VALUE",
+              help="Override a probe setting, e.g. --set kmeans.restarts=1000 (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored score rows as JSON.")
+@common_options
+def run(encoder_names, tasks, dataset, latent_dim, budget, device, hparams, seeds, latent, settings, as_json,
+        workdir, data_dir, allow_unverified):
+    """Train (or reuse), extract latents, probe them and store the scores.
+
+    \b
+    Examples:
+      repeval run --encoder acai --task kmeans
+      repeval run --encoder all --task all --dataset digits --budget 4096
+      repeval run --encoder vae --task linear --seed 0 --seed 1 --seed 2
+      repeval run --encoder acai --task interpolation --dataset lines
+    """
+    import encoders
+    from repeval import data, pipeline
+    from repeval.store import Store, format_results, summarise
+
+    names = list(encoders.REGISTRY) if "all" in encoder_names else list(dict.fromkeys(encoder_names))
+    task_list = pipeline.expand_tasks(tasks, dataset)
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in _parse_assignments(settings, "--set").items():
+        task, dot, name = key.partition(".")
+        if not dot or task not in task_list:
+            raise UserError(f"--set {key}=... must name one of this run's tasks ({', '.join(task_list)}) "
+                            "as TASK.KEY, e.g. --set kmeans.restarts=1000.")
+        overrides.setdefault(task, {})[name] = value
+    specs = [_resolve(name, dataset, latent_dim, budget, seed, device, hparams) for name in names for seed in seeds]
+    ds = data.load(dataset, _data_options(data_dir, allow_unverified))
+    store = Store.in_workdir(workdir)
+    rows = []
+    for spec, dev in specs:
+        family_latent = latent if latent is None or latent in encoders.get(spec.encoder).latents else None
+        if latent is not None and family_latent is None and len(names) == 1:
+            raise UserError(f"Encoder {spec.encoder!r} has no latent {latent!r}; it has "
+                            f"{', '.join(encoders.get(spec.encoder).latents)}.")
+        rows += pipeline.run_one(spec, task_list, dataset=ds, device=dev, workdir=workdir, store=store,
+                                 latent=family_latent, overrides=overrides)
+    if as_json:
+        click.echo(format_results(rows, "json"))
+    else:
+        click.echo(format_results(summarise(rows), "summary"))
+
+
+# ------------------------------------------------------------------------------ extract
+@main.command()
+@click.option("--encoder", required=True, type=click.Choice(ENCODER_NAMES), help="The family.")
+@spec_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run.")
+@click.option("--latent", default=None, help="Which tensor is the latent (default: the family's).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output .npz with z_train, y_train, z_test, y_test and meta (RunSpec JSON).")
+@common_options
+def extract(encoder, dataset, latent_dim, budget, device, hparams, seed, latent, out, workdir, data_dir,
+            allow_unverified):
+    """Write a run's frozen latents to an .npz for your own analyses (trains if needed)."""
+    from repeval import data
+    from repeval import extract as ex
+    from repeval.train import train as train_spec
+
+    spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
+    ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
+    checkpoint = train_spec(spec, ds, device, workdir)
+    model = checkpoint.load_model(device)
+    latent = model.check_latent(latent)
+    latents = ex.extract(checkpoint, ds, latent, device, model=model)
+    ex.write_npz(out, latents, {"spec": spec.to_dict(), "latent": latent, "run_id": spec.run_id})
+    click.echo(f"wrote {out}: z_train {latents.z_train.shape}, z_test {latents.z_test.shape} ({latent} latent)")
+
+
+# ------------------------------------------------------------------------------ results
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(("table", "csv", "json")), default="table", show_default=True)
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("--encoder", default=None, help="Only this encoder.")
+@click.option("--task", default=None, help="Only this task.")
+@common_options
+def results(fmt, dataset, encoder, task, workdir, data_dir, allow_unverified):
+    """Print every stored score (one row per run, task and metric)."""
+    from repeval.store import Store, format_results
+
+    filters = {k: v for k, v in {"dataset": dataset, "encoder": encoder, "task": task}.items() if v}
+    rows = Store.in_workdir(workdir).scores(**filters)
+    if not rows and fmt == "table":
+        click.echo(f"No scores in {workdir}. Run e.g. `repeval run --encoder acai --task kmeans` first.")
+        return
+    click.echo(format_results(rows, fmt))
+
+
+# ------------------------------------------------------------------------------ report
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output HTML file (default: <workdir>/report.html).")
+@common_options
+def report(out, workdir, data_dir, allow_unverified):
+    """Render every stored score into one self-contained HTML report."""
+    from repeval.report import build_report
+
+    out = out or Path(workdir) / "report.html"
+    build_report(workdir, out)
+    click.echo(str(out))
+
+
+# ------------------------------------------------------------------------------ check
+@main.command()
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Committed baseline JSON to compare the stored scores against.")
+@click.option("--write-baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a baseline from the stored scores (do this on purpose, then commit it).")
+@common_options
+def check(baseline, write_baseline, workdir, data_dir, allow_unverified):
+    """Gate CI on probe scores: exit 1 on any regression beyond tolerance or missing score."""
+    from repeval import check as chk
+    from repeval.store import Store
+
+    if (baseline is None) == (write_baseline is None):
+        raise UserError("Give exactly one of --baseline FILE (compare) or --write-baseline FILE (create).")
+    rows = Store.in_workdir(workdir).scores()
+    if write_baseline is not None:
+        n = chk.write_baseline(rows, write_baseline)
+        click.echo(f"wrote {n} baseline rows to {write_baseline}")
+        return
+    result = chk.compare(chk.load_baseline(baseline), rows)
+    click.echo(chk.format_check(result))
+    if not result.ok:
+        sys.exit(1)

@@ -1,0 +1,64 @@
+"""Frozen latents: the encoder in eval mode under ``no_grad``, batched, on the device.
+
+Latents of both splits are cached in the run directory, keyed by the latent choice and a
+digest of the exact weights, so a second probe of the same encoder costs no forward pass.
+Extraction runs in float32 (no autocast) so latents do not depend on the device's
+reduced-precision paths beyond float tolerance.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from repeval.checkpoint import Checkpoint, weights_digest
+from repeval.data.base import Dataset, to_float
+from repeval.paths import atomic_write_bytes
+
+EXTRACT_BATCH = 1024
+
+
+@torch.no_grad()
+def encode(model, x: torch.Tensor, latent: str, device: str, batch_size: int = EXTRACT_BATCH) -> np.ndarray:
+    """``model.encode`` over ``x`` (uint8 or float images) in batches → float32 (N, D)."""
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = to_float(x[i:i + batch_size].to(device, non_blocking=True))
+        out.append(model.encode(xb, latent).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, model.latent_dim(latent)), np.float32)
+
+
+def extract(checkpoint: Checkpoint, dataset: Dataset, latent: str | None, device: str,
+            batch_size: int = EXTRACT_BATCH, model=None):
+    """Latents of ``dataset``'s splits for the checkpoint's encoder, from cache when possible.
+
+    Returns a :class:`repeval.probes.Latents`.
+    """
+    from repeval.probes import Latents
+
+    model = model if model is not None else checkpoint.load_model(device)
+    latent = model.check_latent(latent)
+    digest = weights_digest(model.state_dict())
+    cache = checkpoint.path / "latents" / f"{latent}-{digest}-{dataset.fingerprint}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return Latents(z["z_train"], z["y_train"], z["z_test"], z["y_test"], dataset.num_classes)
+    z_train = encode(model, dataset.train.x, latent, device, batch_size)
+    z_test = encode(model, dataset.test.x, latent, device, batch_size)
+    latents = Latents(z_train, dataset.train.y.cpu().numpy(), z_test, dataset.test.y.cpu().numpy(),
+                      dataset.num_classes)
+    write_npz(cache, latents, {"latent": latent, "weights": digest, "data": dataset.fingerprint})
+    return latents
+
+
+def write_npz(path: Path, latents, meta: dict) -> None:
+    """``z_train, y_train, z_test, y_test`` plus ``meta`` (JSON text in the array ``meta``)."""
+    buf = io.BytesIO()
+    np.savez(buf, z_train=latents.z_train, y_train=latents.y_train, z_test=latents.z_test,
+             y_test=latents.y_test, meta=np.array(json.dumps(meta, sort_keys=True)))
+    atomic_write_bytes(Path(path), buf.getvalue())

@@ -1,0 +1,112 @@
+"""The command line end to end on the offline `digits` dataset (tiny budgets)."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from repeval.cli import main
+
+
+@pytest.fixture
+def cli(tmp_path):
+    runner = CliRunner()
+
+    def invoke(*args, expect=0):
+        result = runner.invoke(main, [*args], env={"REPEVAL_HOME": str(tmp_path / "work")}, catch_exceptions=False)
+        assert result.exit_code == expect, result.output
+        return result
+
+    return invoke
+
+
+def test_version_and_help(cli):
+    assert "repeval, version" in cli("--version").output
+    assert "repeval run --encoder acai --task kmeans" in cli("--help").output
+
+
+def test_datasets_json_lists_every_dataset_with_sizes(cli):
+    rows = {r["name"]: r for r in json.loads(cli("datasets", "--json").stdout)}
+    assert set(rows) == {"mnist", "svhn", "svhn-extra", "cifar10", "lines", "digits"}
+    assert (rows["digits"]["available"], rows["digits"]["train"], rows["digits"]["test"]) == (True, 1257, 540)
+    assert rows["mnist"]["train"] == 60000 and rows["cifar10"]["channels"] == 3
+
+
+def test_encoders_json_has_the_paper_parameter_counts(cli):
+    rows = {r["name"]: r for r in json.loads(cli("encoders", "--json").stdout)}  # mnist, latent 256
+    assert rows["acai"]["parameters"] == {"encoder": 166288, "decoder": 83329, "critic": 166288}
+    assert rows["baseline"]["parameters"] == {"encoder": 166288, "decoder": 83329}
+    assert rows["vae"]["latents"].keys() == {"mean", "sample"}
+    cifar = {r["name"]: r for r in json.loads(cli("encoders", "--dataset", "cifar10", "--latent-dim", "1024",
+                                                   "--json").stdout)}
+    assert cifar["acai"]["parameters"]["encoder"] == 2655936
+
+
+def test_user_errors_are_one_paragraph_without_traceback(cli):
+    out = cli("run", "--encoder", "acai", "--task", "kmeans", "--dataset", "digits", "--latent-dim", "100",
+              expect=2).output
+    assert out.startswith("Error: --latent-dim 100 is not a legal size") and "Traceback" not in out
+    out = cli("run", "--encoder", "acai", "--task", "interpolation", "--dataset", "digits", expect=2).output
+    assert "needs --dataset lines" in out
+    out = cli("run", "--encoder", "acai", "--task", "kmeans", "--dataset", "nope", expect=2).output
+    assert "Unknown dataset 'nope'" in out
+    out = cli("run", "--encoder", "pca", "--task", "kmeans", "--dataset", "digits", "--set", "kmeans.restart=5",
+              expect=2).output
+    assert "restart" in out and "Traceback" not in out
+
+
+def test_run_trains_probes_stores_and_reuses(cli, tmp_path):
+    args = ("run", "--encoder", "baseline", "--encoder", "pixels", "--task", "all", "--dataset", "digits",
+            "--budget", "256", "--set", "kmeans.restarts=2", "--json")
+    rows = json.loads(cli(*args).stdout)
+    got = {(r["encoder"], r["task"], r["metric"]) for r in rows}
+    assert got == {("baseline", t, m) for t, m in [("linear", "accuracy"), ("linear", "accuracy_online"),
+                                                    ("kmeans", "accuracy"), ("kmeans", "nmi"), ("kmeans", "ari"),
+                                                    ("knn", "accuracy")]} | \
+                  {("pixels", t, m) for t, m in [("linear", "accuracy"), ("kmeans", "accuracy"), ("kmeans", "nmi"),
+                                                  ("kmeans", "ari"), ("knn", "accuracy")]}
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows if r["metric"] != "ari")
+    kmeans = next(r for r in rows if r["task"] == "kmeans" and r["encoder"] == "baseline")
+    assert kmeans["settings"]["restarts"] == 2 and kmeans["budget"] == 256 and kmeans["latent_dim"] == 256
+    stored = json.loads(cli("results", "--format", "json").stdout)
+    assert sorted((r["encoder"], r["metric"], r["value"]) for r in stored) == \
+        sorted((r["encoder"], r["metric"], r["value"]) for r in rows)
+    # the second identical run reuses the checkpoint and the cached latents: same numbers
+    again = json.loads(cli(*args).stdout)
+    assert sorted((r["encoder"], r["metric"], r["value"]) for r in again) == \
+        sorted((r["encoder"], r["metric"], r["value"]) for r in rows)
+    assert len(json.loads(cli("results", "--format", "json").stdout)) == len(rows)  # upserted, not duplicated
+
+
+def test_several_seeds_show_mean_and_std(cli):
+    out = cli("run", "--encoder", "pca", "--task", "knn", "--dataset", "digits", "--latent-dim", "16",
+              "--seed", "0", "--seed", "1").output
+    line = next(l for l in out.splitlines() if l.startswith("digits") and "knn" in l)
+    # dataset encoder latent latent_dim budget task metric mean std n settings: one row for both seeds
+    dataset, encoder, latent, dim, budget, task, metric, mean, std, n, settings = line.split()
+    assert (encoder, dim, task, n) == ("pca", "16", "knn", "2") and std == "0.0000"
+
+
+def test_train_prints_checkpoint_last_and_extract_writes_npz(cli, tmp_path):
+    out = cli("train", "--encoder", "baseline", "--dataset", "digits", "--budget", "128").output
+    path = out.strip().splitlines()[-1]
+    assert path.endswith("-b128-s0-" + path.rsplit("-", 1)[1]) and "checkpoints" in path
+    target = tmp_path / "z.npz"
+    cli("extract", "--encoder", "baseline", "--dataset", "digits", "--budget", "128", "--out", str(target))
+    with np.load(target) as z:
+        assert z["z_train"].shape == (1257, 256) and z["z_test"].shape == (540, 256)
+        assert json.loads(str(z["meta"]))["spec"]["budget"] == 128
+
+
+def test_check_passes_then_fails_on_a_moved_value(cli, tmp_path):
+    cli("run", "--encoder", "pca", "--task", "knn", "--dataset", "digits", "--latent-dim", "16")
+    baseline = tmp_path / "baseline.json"
+    cli("check", "--write-baseline", str(baseline))
+    assert cli("check", "--baseline", str(baseline)).output.splitlines()[-1].startswith("PASS")
+    data = json.loads(baseline.read_text())
+    data["rows"][0]["value"] += 0.05  # the stored score is now 5 points below the baseline
+    baseline.write_text(json.dumps(data))
+    out = cli("check", "--baseline", str(baseline), expect=1).output
+    assert "regression" in out and "knn" in out
+    assert "Error" in cli("check", expect=2).output
