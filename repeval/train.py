@@ -89,22 +89,24 @@ class BatchStream:
 
 
 @contextmanager
-def _stop_on_sigint(trainer: "Trainer"):
-    """Ctrl-C asks the loop to finish its step, checkpoint and stop (nothing is lost)."""
+def _stop_on_signals(trainer: "Trainer"):
+    """Ctrl-C (SIGINT) or SIGTERM (e.g. a scheduler's preemption) asks the loop to finish its
+    step, checkpoint and stop, so nothing is lost; a second Ctrl-C stops at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        if trainer.stop_requested:  # a second Ctrl-C stops at once
+        if trainer.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         trainer.stop_requested = True
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Trainer:
@@ -187,7 +189,8 @@ class Trainer:
         bar = _progress(total=spec.steps, initial=start, enabled=self.progress,
                         desc=f"{spec.encoder} {spec.dataset} {spec.latent_dim}d")
         model.train()
-        with _stop_on_sigint(self), bar:
+        interval_start = start  # first step whose losses are in ``buffer``
+        with _stop_on_signals(self), bar:
             t_interval = time.monotonic()
             for step in range(start, end):
                 idx = stream.indices(step)
@@ -204,15 +207,15 @@ class Trainer:
                 if buffer is None:
                     loss_names = list(logged)
                     buffer = torch.zeros(log_every, len(values), device=device)
-                buffer[step % log_every] = values
+                buffer[step - interval_start] = values
                 done = step + 1
-                at_log_point = done % log_every == 0 or done == end
+                at_log_point = done - interval_start == log_every or done == end or self.stop_requested
                 if at_log_point:  # check every step's losses since the last log point, keep their mean
-                    rows = buffer[: (step % log_every) + 1].cpu()
+                    rows = buffer[: done - interval_start].cpu()
                     bad = ~torch.isfinite(rows)
                     if bad.any():
                         i, j = map(int, bad.nonzero()[0])
-                        first = step - (step % log_every) + i
+                        first = interval_start + i
                         raise TrainingDiverged(
                             f"{spec.encoder}: loss {loss_names[j]!r} became {rows[i, j].item()} at step "
                             f"{first:,} ({first * spec.batch_size:,} images) of run {spec.run_id}. The last "
@@ -229,6 +232,7 @@ class Trainer:
                     bar.set_postfix_str(" ".join(f"{n}={v:.4g}" for n, v in shown) +
                                         f" img/s={len(rows) * spec.batch_size / max(elapsed, 1e-9):.0f}")
                     bar.update(len(rows))
+                    interval_start = done
                 if done % eval_every_steps == 0 or done == spec.steps:
                     history["online_images"].append(done * spec.batch_size)
                     history["online_accuracy"].append(self._online_accuracy(model, classifier, data))
@@ -314,7 +318,7 @@ def _to_cpu(obj):
 def _progress(total: int, initial: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step",
+    return tqdm(total=total, initial=initial, disable=None if enabled else True, desc=desc, unit="step",
                 dynamic_ncols=True, mininterval=1.0)
 
 

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import signal
 
 import numpy as np
 import pytest
@@ -102,7 +103,8 @@ def test_nan_loss_stops_with_family_step_and_loss_and_keeps_last_good_checkpoint
         assert torch.equal(tensor, after["model"][name])
 
 
-def test_stop_request_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_resumable_checkpoint(tmp_path, monkeypatch, signum):
     spec = tiny_spec()
     trainer = Trainer(spec, tiny_dataset(), "cpu", tmp_path, progress=False)
     from encoders.baseline import Baseline
@@ -110,16 +112,20 @@ def test_stop_request_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
     original = Baseline.training_step
     calls = {"n": 0}
 
-    def ctrl_c_after_five(self, x):
+    def signal_at_step_five(self, x):
         calls["n"] += 1
         if calls["n"] == 5:
-            trainer.stop_requested = True  # what the SIGINT handler does
+            signal.raise_signal(signum)
         return original(self, x)
 
-    monkeypatch.setattr(Baseline, "training_step", ctrl_c_after_five)
+    monkeypatch.setattr(Baseline, "training_step", signal_at_step_five)
+    before = signal.getsignal(signum)
     with pytest.raises(UserError, match="Interrupted at step 5 of 10; checkpoint saved"):
         trainer.run()
     assert ckpt.Checkpoint(trainer.path).load_state()["step"] == 5
+    assert signal.getsignal(signum) is before  # the previous handler is back
+    resumed = train(spec, tiny_dataset(), "cpu", tmp_path, progress=False, log=lambda m: None)
+    assert resumed.load_state()["complete"]
 
 
 def test_checkpoint_round_trip_gives_identical_latents(tmp_path):
