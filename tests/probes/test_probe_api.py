@@ -38,7 +38,7 @@ def test_overrides_are_converted_and_checked():
     settings = resolve_settings("kmeans", "cpu", {"restarts": "5", "backend": "torch", "whiten": "false"})
     assert (settings.restarts, settings.backend, settings.whiten) == (5, "torch", False)
     assert resolve_settings("knn", "cpu", {"temperature": "0.1", "k": 5}).temperature == 0.1
-    assert resolve_settings("linear", "cpu", {"lr": 1}).lr == 1.0
+    assert resolve_settings("linear", "cpu", {"C": 1}).C == 1.0 and isinstance(resolve_settings("linear", "cpu", {"C": 1}).C, float)
     with pytest.raises(UserError, match="known settings"):
         resolve_settings("knn", "cpu", {"neighbours": 5})
     with pytest.raises(UserError, match="expects a value of type int"):
