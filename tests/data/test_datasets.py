@@ -288,3 +288,23 @@ def test_real_mnist(real_data_root):
     assert len(ds.train) == 60_000 and len(ds.test) == 10_000
     raw_mean = ds.train.x[:, :, 2:30, 2:30].double().mean().item() / 255
     assert raw_mean == pytest.approx(0.1307, abs=5e-5)
+
+
+def test_real_cifar10_rebuild_needs_the_explicit_option(real_data_root):
+    if not (real_data_root / "cifar-10-batches-py").is_dir():
+        pytest.skip("no cifar-10-batches-py under REPEVAL_TEST_DATA")
+    try:
+        ds = data.load("cifar10", DataOptions(real_data_root))
+    except UserError as err:  # a rebuild whose md5s differ from the official ones
+        assert "--allow-unverified" in err.message
+        ds = data.load("cifar10", DataOptions(real_data_root, allow_unverified=True))
+        assert ds.info["verified"].startswith("NO")
+    assert len(ds.train) == 50_000 and len(ds.test) == 10_000 and ds.channels == 3
+    assert np.bincount(ds.test.y.numpy()).tolist() == [1000] * 10
+
+
+def test_real_data_root_lists_mnist_and_cifar10_as_available(real_data_root):
+    options = DataOptions(real_data_root)
+    assert data.get("mnist").locate(options) is not None
+    if (real_data_root / "cifar-10-batches-py").is_dir():
+        assert data.get("cifar10").locate(options) is not None
