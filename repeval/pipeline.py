@@ -58,7 +58,7 @@ ONLINE_SETTINGS = {
 
 def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
             latent: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-            progress: bool = True, log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+            progress: bool = True, log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
     """Train or reuse ``spec``, probe it with ``tasks``, store and return the score rows."""
     from repeval import extract as ex
     from repeval.probes import TASKS, resolve_settings

@@ -17,6 +17,7 @@ epoch is the stronger shuffle.)
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -36,6 +37,7 @@ from repeval.specs import RunSpec
 CHECKPOINT_EVERY_S = 300.0
 HISTORY_POINTS = 200  # loss-history resolution (at most 100 steps per point)
 EVAL_BATCH = 1024
+STATUS_EVERY_S = 60.0  # without a terminal (logs, batch jobs), a status line this often
 
 
 def build_model(spec: RunSpec, colors: int):
@@ -113,12 +115,13 @@ class Trainer:
     """Trains one :class:`RunSpec` on one dataset and device into ``<workdir>/checkpoints``."""
 
     def __init__(self, spec: RunSpec, dataset: Dataset, device: str, workdir: Path, *,
-                 amp: bool | None = None, progress: bool = True, log: Callable[[str], Any] = print,
+                 amp: bool | None = None, progress: bool = True, log: Callable[[str], Any] | None = None,
                  checkpoint_every_s: float = CHECKPOINT_EVERY_S):
         self.spec, self.dataset, self.device = spec, dataset, device
         self.cuda = device.startswith("cuda")
         self.amp = self.cuda if amp is None else amp
-        self.progress, self.log = progress, log
+        self.progress = progress
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.checkpoint_every_s = checkpoint_every_s
         self.path = ckpt.run_dir(workdir, spec)
         self.stop_requested = False
@@ -175,7 +178,7 @@ class Trainer:
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.amp and self.cuda else nullcontext())
         loss_names: list[str] = []
         buffer: torch.Tensor | None = None  # per-step loss values since the last log point
-        last_save = time.monotonic()
+        last_save = last_status = time.monotonic()
 
         def snapshot(step: int) -> dict[str, Any]:
             return _to_cpu({
@@ -229,9 +232,13 @@ class Trainer:
                     elapsed = time.monotonic() - t_interval
                     t_interval = time.monotonic()
                     shown = [(n, v) for n, v in zip(loss_names, means) if n in losses]  # one per group
-                    bar.set_postfix_str(" ".join(f"{n}={v:.4g}" for n, v in shown) +
-                                        f" img/s={len(rows) * spec.batch_size / max(elapsed, 1e-9):.0f}")
+                    status = (" ".join(f"{n}={v:.4g}" for n, v in shown) +
+                              f" img/s={len(rows) * spec.batch_size / max(elapsed, 1e-9):.0f}")
+                    bar.set_postfix_str(status)
                     bar.update(len(rows))
+                    if bar.disable and self.progress and time.monotonic() - last_status > STATUS_EVERY_S:
+                        self.log(f"{spec.run_id}: step {done:,}/{spec.steps:,} {status}")  # no terminal: a line
+                        last_status = time.monotonic()
                     interval_start = done
                 if done % eval_every_steps == 0 or done == spec.steps:
                     history["online_images"].append(done * spec.batch_size)

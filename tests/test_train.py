@@ -159,3 +159,13 @@ def test_reference_encoder_is_fitted_not_trained(tmp_path):
     checkpoint = train(spec, tiny_dataset(), "cpu", tmp_path, progress=False)
     assert checkpoint.load_state()["complete"]
     assert checkpoint.load_model().encode(torch.zeros(2, 1, 32, 32)).shape == (2, 5)
+
+
+def test_without_a_terminal_progress_comes_as_status_lines(tmp_path, monkeypatch):
+    import repeval.train as train_module
+
+    monkeypatch.setattr(train_module, "STATUS_EVERY_S", 0.0)
+    lines = []
+    train(tiny_spec(budget=192), tiny_dataset(), "cpu", tmp_path, progress=True, log=lines.append)
+    assert len(lines) == 3 and lines[-1].startswith(f"{tiny_spec(budget=192).run_id}: step 3/3 autoencoder=")
+    assert "img/s=" in lines[-1]
