@@ -91,10 +91,10 @@ class VQVAE(ConvAutoencoder):
         """
         decay, eps, k = float(self.hp["decay"]), float(self.hp["epsilon"]), self.codebook_size
         with torch.no_grad(), full_precision(z_e.device):
-            one_hot = F.one_hot(idx, k).float()
-            counts = one_hot.sum(0)
+            counts = torch.bincount(idx, minlength=k).float()
+            sums = torch.zeros_like(self.ema_means).index_add_(0, idx, z_e.detach().float())
             self.ema_count.mul_(decay).add_(counts, alpha=1.0 - decay)
-            self.ema_means.mul_(decay).add_(one_hot.T @ z_e.detach().float(), alpha=1.0 - decay)
+            self.ema_means.mul_(decay).add_(sums, alpha=1.0 - decay)
             n = self.ema_count.sum()
             smoothed = (self.ema_count + eps) / (n + k * eps) * n
             self.codebook.copy_(self.ema_means / smoothed.unsqueeze(1))

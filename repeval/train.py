@@ -31,12 +31,12 @@ from torch import nn
 from repeval import checkpoint as ckpt
 from repeval import provenance
 from repeval.data.base import Dataset, to_float
+from repeval.extract import eval_batch_size
 from repeval.errors import TrainingDiverged, UserError
 from repeval.specs import RunSpec
 
 CHECKPOINT_EVERY_S = 300.0
 HISTORY_POINTS = 200  # loss-history resolution (at most 100 steps per point)
-EVAL_BATCH = 1024
 STATUS_EVERY_S = 60.0  # without a terminal (logs, batch jobs), a status line this often
 
 
@@ -240,6 +240,7 @@ class Trainer:
                         self.log(f"{spec.run_id}: step {done:,}/{spec.steps:,} {status}")  # no terminal: a line
                         last_status = time.monotonic()
                     interval_start = done
+                del out, logits, losses, logged  # free this step's graph before the next forward
                 if done % eval_every_steps == 0 or done == spec.steps:
                     history["online_images"].append(done * spec.batch_size)
                     history["online_accuracy"].append(self._online_accuracy(model, classifier, data))
@@ -257,13 +258,13 @@ class Trainer:
     def _online_accuracy(self, model, classifier, data: Dataset) -> float:
         """Test accuracy of the online classifier on the full test split (paper: every 65,536 images)."""
         model.eval()
-        correct = 0
-        for i in range(0, len(data.test), EVAL_BATCH):
-            x = to_float(data.test.x[i:i + EVAL_BATCH])
+        correct, batch = 0, eval_batch_size(self.device)
+        for i in range(0, len(data.test), batch):
+            x = to_float(data.test.x[i:i + batch])
             with (torch.autocast("cuda", dtype=torch.bfloat16) if self.amp and self.cuda else nullcontext()):
                 feats = model.features(x)
             pred = classifier(feats.float()).argmax(1)
-            correct += int((pred == data.test.y[i:i + EVAL_BATCH]).sum())
+            correct += int((pred == data.test.y[i:i + batch]).sum())
         return correct / len(data.test)
 
     def _provenance(self) -> dict[str, Any]:
