@@ -51,6 +51,11 @@ def spec_options(f):
         click.option("--budget", type=int, default=None,
                      help="Training images (paper: 16,777,216 = 2^24, the default on a GPU; 16,384 on a CPU)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, envvar="REPEVAL_THREADS",
+                     show_envvar=True,
+                     help="CPU threads for torch and faiss (default: theirs, about one per core). On a "
+                          "machine shared with other jobs use 1: busy-waiting threads can make training "
+                          "many times slower there. Recorded in each run's provenance."),
         click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE",
                      help="Override a family hyper-parameter, e.g. --hparam keep_prob=0.75 (repeatable; "
                           "`repeval encoders --json` lists them)."),
@@ -169,12 +174,22 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
 
 
 # ------------------------------------------------------------------------------ train
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    import faiss
+    import torch
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
 def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: str, hparams):
+    import encoders
     from repeval.specs import default_budget, make_spec
     from repeval.train import resolve_device
 
     device = resolve_device(device)
-    import encoders
 
     family = encoders.get(encoder)
     spec = make_spec(encoder, dataset, latent_dim=latent_dim, budget=budget if family.learned else None,
@@ -190,7 +205,7 @@ def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: 
 @spec_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and noise.")
 @common_options
-def train(encoder, dataset, latent_dim, budget, device, hparams, seed, workdir, data_dir, allow_unverified):
+def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, workdir, data_dir, allow_unverified):
     """Train one family (or resume it, or reuse a finished run) and print its checkpoint.
 
     The last line of output is the checkpoint directory. Ctrl-C saves a checkpoint; run
@@ -199,6 +214,7 @@ def train(encoder, dataset, latent_dim, budget, device, hparams, seed, workdir, 
     from repeval import data
     from repeval.train import train as train_spec
 
+    _set_threads(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
     checkpoint = train_spec(spec, ds, device, workdir)
@@ -220,7 +236,7 @@ def train(encoder, dataset, latent_dim, budget, device, hparams, seed, workdir, 
               help="Override a probe setting, e.g. --set kmeans.restarts=1000 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored score rows as JSON.")
 @common_options
-def run(encoder_names, tasks, dataset, latent_dim, budget, device, hparams, seeds, latent, settings, as_json,
+def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings, as_json,
         workdir, data_dir, allow_unverified):
     """Train (or reuse), extract latents, probe them and store the scores.
 
@@ -235,6 +251,7 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, hparams, seed
     from repeval import data, pipeline
     from repeval.store import Store, format_results, summarise
 
+    _set_threads(threads)
     names = list(encoders.REGISTRY) if "all" in encoder_names else list(dict.fromkeys(encoder_names))
     task_list = pipeline.expand_tasks(tasks, dataset)
     overrides: dict[str, dict[str, Any]] = {}
@@ -270,13 +287,14 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, hparams, seed
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output .npz with z_train, y_train, z_test, y_test and meta (RunSpec JSON).")
 @common_options
-def extract(encoder, dataset, latent_dim, budget, device, hparams, seed, latent, out, workdir, data_dir,
+def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, latent, out, workdir, data_dir,
             allow_unverified):
     """Write a run's frozen latents to an .npz for your own analyses (trains if needed)."""
     from repeval import data
     from repeval import extract as ex
     from repeval.train import train as train_spec
 
+    _set_threads(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
     checkpoint = train_spec(spec, ds, device, workdir)

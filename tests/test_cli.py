@@ -110,3 +110,19 @@ def test_check_passes_then_fails_on_a_moved_value(cli, tmp_path):
     out = cli("check", "--baseline", str(baseline), expect=1).output
     assert "regression" in out and "knn" in out
     assert "Error" in cli("check", expect=2).output
+
+
+def test_threads_option_sets_torch_threads_and_is_recorded(cli, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        cli("run", "--encoder", "pca", "--task", "knn", "--dataset", "digits", "--latent-dim", "8", "--threads", "1")
+        assert torch.get_num_threads() == 1
+        rows = json.loads(cli("results", "--format", "json").stdout)
+        assert rows and rows[0]["run_id"].startswith("pca-digits-8-")
+        provenance = json.loads(next((tmp_path / "work" / "checkpoints").iterdir()).joinpath("provenance.json").read_text())
+        assert "1 threads" in provenance["device"]
+    finally:
+        torch.set_num_threads(before)
+    assert "Error" in cli("run", "--encoder", "pca", "--task", "knn", "--threads", "0", expect=2).output
