@@ -186,7 +186,7 @@ def _set_threads(threads: int | None) -> None:
 
 def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: str, hparams):
     import encoders
-    from repeval.specs import default_budget, make_spec
+    from repeval.specs import make_spec
     from repeval.train import resolve_device
 
     device = resolve_device(device)
@@ -194,10 +194,17 @@ def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: 
     family = encoders.get(encoder)
     spec = make_spec(encoder, dataset, latent_dim=latent_dim, budget=budget if family.learned else None,
                      seed=seed, device=device, hparams=_parse_assignments(hparams, "--hparam"))
-    if family.learned and budget is None and not device.startswith("cuda"):
-        click.echo(f"CPU run: default budget {default_budget(device):,} images (the paper's 2^24 is for GPUs; "
-                   "set --budget to change it).", err=True)
     return spec, device
+
+
+def _announce_budget(specs, budget) -> None:
+    """The first line of output says when a CPU run uses the small default budget."""
+    from repeval.specs import PAPER_BUDGET
+
+    defaulted = [s for s, dev in specs if budget is None and s.budget and s.budget != PAPER_BUDGET]
+    if defaulted:
+        click.echo(f"CPU run: default budget {defaulted[0].budget:,} images (the paper's 2^24 is for GPUs; "
+                   "set --budget to change it).", err=True)
 
 
 @main.command()
@@ -216,6 +223,7 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
 
     _set_threads(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
+    _announce_budget([(spec, device)], budget)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
     checkpoint = train_spec(spec, ds, device, workdir)
     click.echo(str(checkpoint.path))
@@ -261,17 +269,18 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
             raise UserError(f"--set {key}=... must name one of this run's tasks ({', '.join(task_list)}) "
                             "as TASK.KEY, e.g. --set kmeans.restarts=1000.")
         overrides.setdefault(task, {})[name] = value
+    if latent is not None and not any(latent in encoders.get(n).latents for n in names):
+        choices = "; ".join(f"{n}: {', '.join(encoders.get(n).latents)}" for n in names)
+        raise UserError(f"No chosen encoder has a latent {latent!r} ({choices}).")
     specs = [_resolve(name, dataset, latent_dim, budget, seed, device, hparams) for name in names for seed in seeds]
+    _announce_budget(specs, budget)
     ds = data.load(dataset, _data_options(data_dir, allow_unverified))
-    store = Store.in_workdir(workdir)
     rows = []
-    for spec, dev in specs:
-        family_latent = latent if latent is None or latent in encoders.get(spec.encoder).latents else None
-        if latent is not None and family_latent is None and len(names) == 1:
-            raise UserError(f"Encoder {spec.encoder!r} has no latent {latent!r}; it has "
-                            f"{', '.join(encoders.get(spec.encoder).latents)}.")
-        rows += pipeline.run_one(spec, task_list, dataset=ds, device=dev, workdir=workdir, store=store,
-                                 latent=family_latent, overrides=overrides)
+    with Store.in_workdir(workdir) as store:
+        for spec, dev in specs:  # a family without the --latent choice uses its default
+            family_latent = latent if latent in encoders.get(spec.encoder).latents else None
+            rows += pipeline.run_one(spec, task_list, dataset=ds, device=dev, workdir=workdir, store=store,
+                                     latent=family_latent, overrides=overrides)
     if as_json:
         click.echo(format_results(rows, "json"))
     else:
@@ -296,6 +305,7 @@ def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed
 
     _set_threads(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
+    _announce_budget([(spec, device)], budget)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
     checkpoint = train_spec(spec, ds, device, workdir)
     model = checkpoint.load_model(device)
@@ -317,7 +327,8 @@ def results(fmt, dataset, encoder, task, workdir, data_dir, allow_unverified):
     from repeval.store import Store, format_results
 
     filters = {k: v for k, v in {"dataset": dataset, "encoder": encoder, "task": task}.items() if v}
-    rows = Store.in_workdir(workdir).scores(**filters)
+    with Store.in_workdir(workdir) as store:
+        rows = store.scores(**filters)
     if not rows and fmt == "table":
         click.echo(f"No scores in {workdir}. Run e.g. `repeval run --encoder acai --task kmeans` first.")
         return
@@ -352,7 +363,8 @@ def check(baseline, write_baseline, workdir, data_dir, allow_unverified):
 
     if (baseline is None) == (write_baseline is None):
         raise UserError("Give exactly one of --baseline FILE (compare) or --write-baseline FILE (create).")
-    rows = Store.in_workdir(workdir).scores()
+    with Store.in_workdir(workdir) as store:
+        rows = store.scores()
     if write_baseline is not None:
         n = chk.write_baseline(rows, write_baseline)
         click.echo(f"wrote {n} baseline rows to {write_baseline}")

@@ -54,6 +54,9 @@ def test_user_errors_are_one_paragraph_without_traceback(cli):
     out = cli("run", "--encoder", "pca", "--task", "kmeans", "--dataset", "digits", "--set", "kmeans.restart=5",
               expect=2).output
     assert "restart" in out and "Traceback" not in out
+    out = cli("run", "--encoder", "acai", "--encoder", "pixels", "--task", "knn", "--dataset", "digits",
+              "--latent", "sample", expect=2).output
+    assert "No chosen encoder has a latent 'sample' (acai: map; pixels: pixels)" in out
 
 
 def test_run_trains_probes_stores_and_reuses(cli, tmp_path):
