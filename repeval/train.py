@@ -268,8 +268,11 @@ class Trainer:
         return correct / len(data.test)
 
     def _provenance(self) -> dict[str, Any]:
+        import encoders
+
         record = provenance.collect(self.device, self.dataset)
         record["precision"] = "bf16 autocast" if self.amp and self.cuda else "fp32"
+        record["latents"] = dict(encoders.get(self.spec.encoder).latents)  # which tensor is which; first = default
         return record
 
 
