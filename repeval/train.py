@@ -4,7 +4,7 @@ The family supplies its losses per optimiser group (``encoders.base``); the loop
 rest: batches drawn from the dataset resident on the device, Adam per group (lr 1e-4,
 β = (0.9, 0.999), ε = 1e-8 as TensorFlow's defaults), simultaneous updates from one
 forward pass, the paper's online single-layer classifier on the stop-gradient latent, bf16
-autocast / channels-last / fused Adam on CUDA, progress, a loss history, NaN detection,
+autocast / channels-last / fused Adam / a CUDA-graph step on CUDA, progress, a loss history, NaN detection,
 periodic atomic checkpoints and exact resume.
 
 Batches: the images seen at positions ``p = step·B … step·B + B − 1`` of the stream are
@@ -16,6 +16,7 @@ epoch is the stronger shuffle.)
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -115,11 +116,16 @@ class Trainer:
     """Trains one :class:`RunSpec` on one dataset and device into ``<workdir>/checkpoints``."""
 
     def __init__(self, spec: RunSpec, dataset: Dataset, device: str, workdir: Path, *,
-                 amp: bool | None = None, progress: bool = True, log: Callable[[str], Any] | None = None,
+                 amp: bool | None = None, graphs: bool | None = None, progress: bool = True,
+                 log: Callable[[str], Any] | None = None,
                  checkpoint_every_s: float = CHECKPOINT_EVERY_S):
         self.spec, self.dataset, self.device = spec, dataset, device
         self.cuda = device.startswith("cuda")
         self.amp = self.cuda if amp is None else amp
+        if graphs is None:  # REPEVAL_CUDA_GRAPHS=0 turns the CUDA-graph step off
+            graphs = os.environ.get("REPEVAL_CUDA_GRAPHS", "1") != "0"
+        self.graphs = self.cuda and graphs
+        self._graph: _GraphStep | None = None
         self.progress = progress
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.checkpoint_every_s = checkpoint_every_s
@@ -154,9 +160,9 @@ class Trainer:
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
         groups = model.optimizer_groups(spec.lr)
-        optimizers = {g: _adam(params, lr, self.cuda) for g, (params, lr) in groups.items()}
+        optimizers = {g: _adam(params, lr, self.cuda, self.graphs) for g, (params, lr) in groups.items()}
         classifier = _classifier(model.feature_dim, self.dataset.num_classes).to(device)
-        clf_opt = _adam(list(classifier.parameters()), spec.lr, self.cuda)
+        clf_opt = _adam(list(classifier.parameters()), spec.lr, self.cuda, self.graphs)
         history: dict[str, list] = {"step": [], "images": [], "online_images": [], "online_accuracy": []}
         start = 0
         if existing.exists():  # resume exactly where the last checkpoint stopped
@@ -175,10 +181,30 @@ class Trainer:
         log_every = max(1, min(100, spec.steps // HISTORY_POINTS))
         eval_every_steps = max(1, spec.online_eval_every // spec.batch_size)
         end = spec.steps if max_steps is None else min(spec.steps, start + max_steps)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.amp and self.cuda else nullcontext())
+        # autocast's weight cache must be off inside a CUDA graph capture (and gains nothing across steps)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.amp and self.cuda
+                    else nullcontext())
+        group_losses = {*groups, "classifier"}  # one loss per optimiser group, shown on the progress bar
         loss_names: list[str] = []
         buffer: torch.Tensor | None = None  # per-step loss values since the last log point
         last_save = last_status = time.monotonic()
+
+        def train_step(idx: torch.Tensor) -> torch.Tensor:
+            """One step on the images ``idx``: forward, simultaneous updates; the logged values."""
+            x = to_float(data.train.x[idx])
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                out = model.training_step(x)
+                logits = classifier(out.features.detach().float())
+            losses = {**out.losses, "classifier": F.cross_entropy(logits.float(), data.train.y[idx])}
+            _update(groups, optimizers, out.losses, classifier, clf_opt, losses["classifier"])
+            logged = {**losses, **{k: v for k, v in out.logs.items() if k not in losses}}
+            if not loss_names:
+                loss_names.extend(logged)
+            return torch.stack([v.detach().float().reshape(()) for v in logged.values()])
+
+        graph = self._graph = _GraphStep(train_step, self.log, spec.encoder) if self.graphs else None
 
         def snapshot(step: int) -> dict[str, Any]:
             return _to_cpu({
@@ -197,18 +223,8 @@ class Trainer:
             t_interval = time.monotonic()
             for step in range(start, end):
                 idx = stream.indices(step)
-                x = to_float(data.train.x[idx])
-                if self.cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    out = model.training_step(x)
-                    logits = classifier(out.features.detach().float())
-                losses = {**out.losses, "classifier": F.cross_entropy(logits.float(), data.train.y[idx])}
-                _update(groups, optimizers, out.losses, classifier, clf_opt, losses["classifier"])
-                logged = {**losses, **{k: v for k, v in out.logs.items() if k not in losses}}
-                values = torch.stack([v.detach().float().reshape(()) for v in logged.values()])
+                values = graph(idx, last=step + 1 == end) if graph is not None else train_step(idx)
                 if buffer is None:
-                    loss_names = list(logged)
                     buffer = torch.zeros(log_every, len(values), device=device)
                 buffer[step - interval_start] = values
                 done = step + 1
@@ -231,7 +247,7 @@ class Trainer:
                         history.setdefault(name, []).append(value)
                     elapsed = time.monotonic() - t_interval
                     t_interval = time.monotonic()
-                    shown = [(n, v) for n, v in zip(loss_names, means) if n in losses]  # one per group
+                    shown = [(n, v) for n, v in zip(loss_names, means) if n in group_losses]
                     status = (" ".join(f"{n}={v:.4g}" for n, v in shown) +
                               f" img/s={len(rows) * spec.batch_size / max(elapsed, 1e-9):.0f}")
                     bar.set_postfix_str(status)
@@ -240,7 +256,6 @@ class Trainer:
                         self.log(f"{spec.run_id}: step {done:,}/{spec.steps:,} {status}")  # no terminal: a line
                         last_status = time.monotonic()
                     interval_start = done
-                del out, logits, losses, logged  # free this step's graph before the next forward
                 if done % eval_every_steps == 0 or done == spec.steps:
                     history["online_images"].append(done * spec.batch_size)
                     history["online_accuracy"].append(self._online_accuracy(model, classifier, data))
@@ -272,6 +287,10 @@ class Trainer:
 
         record = provenance.collect(self.device, self.dataset)
         record["precision"] = "bf16 autocast" if self.amp and self.cuda else "fp32"
+        graph = self._graph
+        record["training_step"] = ("CUDA graph" if graph is not None and graph.graph is not None else
+                                   "eager (CUDA graph capture failed)" if graph is not None and graph.failed else
+                                   "eager")
         record["latents"] = dict(encoders.get(self.spec.encoder).latents)  # which tensor is which; first = default
         return record
 
@@ -291,8 +310,64 @@ def _update(groups, optimizers, losses, classifier, clf_opt, clf_loss) -> None:
         opt.step()
 
 
-def _adam(params, lr: float, cuda: bool) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=cuda or None)
+def _adam(params, lr: float, cuda: bool, capturable: bool = False) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=cuda or None,
+                            capturable=capturable)
+
+
+class _GraphStep:
+    """The training step replayed from one CUDA graph: at the paper's batch of 64 the GPU
+    time of a step is smaller than the cost of launching its hundreds of kernels, and a
+    graph launches them all at once (benchmarks/RESULTS.md: ≈ 3.7× on an H200).
+
+    The first ``WARMUP`` steps run eagerly on a side stream (they allocate the optimisers'
+    state and pick cuDNN algorithms); the step is then captured once with the batch's
+    indices in a static buffer, and every later step copies its indices there and replays.
+    Random draws inside the step (ACAI's α, dropout masks, denoising noise, VAE samples)
+    are fresh at every replay: PyTorch advances the CUDA generator per replay. A family
+    whose step cannot be captured (a host synchronisation inside it) trains eagerly, and
+    the log says why.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step: Callable[[torch.Tensor], torch.Tensor], log: Callable[[str], Any], family: str):
+        self.step, self.log, self.family = step, log, family
+        self.eager_steps = self.replays = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.failed = False
+        self.side = torch.cuda.Stream()
+
+    def __call__(self, idx: torch.Tensor, last: bool = False) -> torch.Tensor:
+        if self.graph is not None:
+            self.static_idx.copy_(idx)
+            self.graph.replay()
+            self.replays += 1
+            return self.static_values
+        if self.failed:
+            return self.step(idx)
+        self.side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.side):
+            values = self.step(idx)
+        torch.cuda.current_stream().wait_stream(self.side)
+        self.eager_steps += 1
+        if self.eager_steps >= self.WARMUP and not last:
+            self._capture(idx)
+        return values
+
+    def _capture(self, idx: torch.Tensor) -> None:
+        self.static_idx = idx.clone()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.static_values = self.step(self.static_idx)
+        except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still trains
+            torch.cuda.synchronize()
+            self.failed = True
+            self.log(f"{self.family}: its training step cannot be captured in a CUDA graph "
+                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training eagerly.")
+            return
+        self.graph = graph
 
 
 def _classifier(in_features: int, num_classes: int) -> nn.Linear:

@@ -56,6 +56,7 @@ def test_training_writes_a_complete_checkpoint_with_history(tmp_path):
     assert checkpoint.spec == spec
     assert checkpoint.provenance["data"]["source"] == "test"
     assert checkpoint.provenance["precision"] == "fp32"
+    assert checkpoint.provenance["training_step"] == "eager"  # CUDA graphs are a CUDA-only path
     assert list(checkpoint.provenance["latents"]) == ["map"]
 
 
