@@ -1,0 +1,653 @@
+"""GPU check of repeval: correctness and throughput on one CUDA device, time-boxed.
+
+Run through ``benchmarks/gpu_check.sh`` (which finds Python, torch and the data first).
+Every part runs in its own ``try`` with its own time box (SIGALRM) inside a global
+deadline, so one failure or a slow part never loses the others; results are rewritten to
+``<out>/gpu_check.json`` and ``<out>/gpu_check.md`` after every part.
+
+Parts, in order:
+
+a. correctness
+   - ``extract_equivalence`` — a tiny ACAI run trained on the CPU; its latents extracted on
+     the CPU and on the device (``repeval.extract.encode``) must agree (max relative error
+     ≤ 1e-4 with cuDNN TF32 off; the default TF32 setting is reported too);
+   - ``bf16_vs_fp32`` — the trainer with bf16 autocast vs float32, same seed and steps,
+     baseline and ACAI: final training MSE and test reconstruction MSE of both (bf16
+     "tracks" fp32 when the test MSEs differ by ≤ 15 %);
+b. throughput
+   - ``acai_throughput`` — ``repeval.train.Trainer`` on MNIST ACAI at batch 64 (its CUDA-graph
+     step): steady images/s from two runs of different length, and the projected time for
+     the paper's 2^24 images (+ its 256 online evaluations) against the 10-minute target;
+   - ``trainer_families`` — every family in the trainer, CUDA-graph step vs eager: images/s
+     and the test reconstruction MSE after the same steps;
+   - ``extract_throughput`` — ``encode`` of the 60,000 train images (images/s per batch size);
+     its latents feed the probes below;
+   - ``kmeans_1000`` — the paper's protocol, 1,000 restarts on 60,000×256 latents, with
+     ``resolve_settings("kmeans", device)`` (target < 30 s);
+   - ``knn`` — the kNN probe on the device, and its agreement with the CPU;
+   - ``cli_run`` — ``repeval run --encoder acai --task all --budget 65536 --device cuda``
+     through the CLI (in-process): the product's whole GPU path, with its scores;
+c. ``graphs_and_compile`` — ACAI training steps at batch 64 outside the trainer: eager,
+   one CUDA graph of the whole step (forward, per-group backward, fused capturable Adam),
+   ``torch.compile`` (default) and ``torch.compile(mode="reduce-overhead")``;
+d. ``kmeans_backends`` — the torch k-means backend with the same restarts on CPU and
+   device: same inertia and labels?
+
+``--small`` (implied by ``--device cpu``) shrinks every size so the script's code paths
+can be exercised on a CPU; parts that need CUDA say ``skipped``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import types
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+try:
+    import faiss
+    FAISS = True
+except ImportError:  # GPU images often lack faiss; repeval's CUDA paths use torch only
+    sys.modules["faiss"] = types.ModuleType("faiss")
+    FAISS = False
+
+PAPER_IMAGES = 2 ** 24
+TARGET_TRAIN_S = 600.0
+TARGET_KMEANS_S = 30.0
+
+
+class PartTimeout(Exception):
+    pass
+
+
+@contextmanager
+def time_box(seconds: float):
+    """Raise :class:`PartTimeout` in the main thread after ``seconds``."""
+
+    def handler(signum, frame):
+        raise PartTimeout(f"time box of {seconds:.0f} s exceeded")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, max(1.0, seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class Check:
+    """Shared state of one run: device, data, sizes, results, output files."""
+
+    def __init__(self, args):
+        self.device = args.device
+        self.small = args.small or not self.device.startswith("cuda")
+        self.out = Path(args.out) if args.out else None
+        self.deadline = time.monotonic() + args.deadline
+        self.results: dict[str, Any] = {"machine": common.machine(), "device": self.device, "small": self.small,
+                                        "faiss": FAISS, "parts": {}}
+        if self.device.startswith("cuda"):
+            props = torch.cuda.get_device_properties(0)
+            self.results["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2 ** 30, 1),
+                                   "torch_cuda": torch.version.cuda,
+                                   "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                                   "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+        self.dataset_arg, self.data_dir = args.dataset, args.data_dir
+        self.dataset, self.data_note = self.load_data(args)
+        self.results["data"] = self.data_note
+        self.work = Path(tempfile.mkdtemp(prefix="repeval-gpu-check-"))
+        self.acai_checkpoint = None  # set by acai_throughput
+        self.latents = None  # set by extract_throughput
+        self.partial: dict[str, Any] = {}  # a part's results so far, kept on timeout or error
+
+    def load_data(self, args):
+        from repeval.data import DataOptions, load
+
+        if args.dataset != "digits":
+            try:
+                options = DataOptions(Path(args.data_dir) if args.data_dir else None, allow_unverified=True)
+                return load(args.dataset, options), f"{args.dataset} from {args.data_dir or 'the default location'}"
+            except Exception as exc:  # noqa: BLE001 - fall back to the bundled dataset, and say so
+                note = f"{args.dataset} unavailable ({type(exc).__name__}: {str(exc)[:300]}); "
+        else:
+            note = ""
+        return load("digits"), note + "digits (scikit-learn's 8x8 digits at 32x32; 1,257 train / 540 test): " \
+                                      "sizes are smaller than MNIST's, throughput figures are not the paper's"
+
+    def spec(self, family: str, budget: int | None = None):
+        from repeval.specs import PAPER_BUDGET, make_spec
+
+        return make_spec(family, "mnist", latent_dim=256, budget=budget or PAPER_BUDGET, seed=0)
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]], box: float) -> None:
+        left = self.deadline - time.monotonic()
+        if left < 5:
+            self.results["parts"][name] = {"status": "skipped", "reason": "global deadline reached"}
+        else:
+            start = time.monotonic()
+            self.partial = {}
+            print(f"--- {name} (box {min(box, left):.0f} s)", flush=True)
+            try:
+                with time_box(min(box, left)):
+                    r = fn()
+                r.setdefault("status", "ok")
+            except PartTimeout as exc:
+                r = {**self.partial, "status": "timeout", "error": str(exc)}
+            except Exception as exc:  # noqa: BLE001 - one part's failure must not lose the others
+                r = {**self.partial, "status": "error", "error": f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc()[-3000:]}
+            r["seconds"] = round(time.monotonic() - start, 1)
+            self.results["parts"][name] = r
+            print(json.dumps({k: v for k, v in r.items() if k != "traceback"}, default=str)[:2000], flush=True)
+            if r["status"] == "error":
+                print(r["traceback"], flush=True)
+        self.write()
+
+    def write(self) -> None:
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=2, default=str))
+        (self.out / "gpu_check.md").write_text(markdown(self.results))
+
+
+# ------------------------------------------------------------------------------ parts
+def extract_equivalence(c: Check) -> dict[str, Any]:
+    from repeval.extract import encode
+    from repeval.train import Trainer
+
+    if not c.device.startswith("cuda"):
+        return {"status": "skipped", "reason": "needs CUDA (compares CPU and device latents)"}
+    steps = 20  # the paper's budget in the spec keeps online evaluations out of these few steps
+    ckpt = Trainer(c.spec("acai"), c.dataset, "cpu", c.work / "tiny", progress=False,
+                   log=lambda *a, **k: None).run(max_steps=steps)
+    x = c.dataset.test.x[:2048]
+    z_cpu = encode(ckpt.load_model("cpu"), x, "map", "cpu")
+    model = ckpt.load_model(c.device)
+    out: dict[str, Any] = {"images": len(x), "train_steps_on_cpu": steps, "latent_max_abs": float(np.abs(z_cpu).max())}
+    for label, tf32 in (("default_tf32_setting", torch.backends.cudnn.allow_tf32), ("tf32_off", False)):
+        previous = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            z_dev = encode(model, x, "map", c.device)
+        finally:
+            torch.backends.cudnn.allow_tf32 = previous
+        diff = np.abs(z_dev - z_cpu)
+        out[label] = {"cudnn_allow_tf32": tf32, "max_abs_diff": float(diff.max()),
+                      "max_rel_diff": float(diff.max() / np.abs(z_cpu).max()),
+                      "mean_abs_diff": float(diff.mean())}
+    out["pass"] = out["tf32_off"]["max_rel_diff"] <= 1e-4
+    out["default_within_1e-4"] = out["default_tf32_setting"]["max_rel_diff"] <= 1e-4
+    return out
+
+
+def bf16_vs_fp32(c: Check) -> dict[str, Any]:
+    from repeval.data.base import to_float
+    from repeval.train import Trainer
+
+    if not c.device.startswith("cuda"):
+        return {"status": "skipped", "reason": "bf16 autocast is the trainer's CUDA path"}
+    steps = 300
+    x = to_float(c.dataset.test.x[:2048].to(c.device))
+    out: dict[str, Any] = {"steps": steps}
+    for family in ("baseline", "acai"):
+        fam: dict[str, Any] = {}
+        for label, amp in (("bf16", True), ("fp32", False)):
+            ckpt = Trainer(c.spec(family), c.dataset, c.device, c.work / f"prec-{family}-{label}", amp=amp,
+                           progress=False, log=lambda *a, **k: None).run(max_steps=steps)
+            history = ckpt.history
+            model = ckpt.load_model(c.device)
+            with torch.no_grad():
+                test_mse = float(((model.decode(model.encode(x)) - x) ** 2).mean())
+            fam[label] = {"train_mse_last": history["mse"][-1], "train_mse_curve": history["mse"],
+                          "test_mse": test_mse}
+        rel = abs(fam["bf16"]["test_mse"] - fam["fp32"]["test_mse"]) / fam["fp32"]["test_mse"]
+        fam["test_mse_rel_diff"] = round(rel, 4)
+        fam["tracks"] = rel <= 0.15
+        out[family] = fam
+    out["pass"] = all(out[f]["tracks"] for f in ("baseline", "acai"))
+    return out
+
+
+def trainer_run(c: Check, family: str, steps: int, workdir: Path, **kwargs) -> tuple[float, Any]:
+    """Seconds of ``Trainer.run(max_steps=steps)`` (synchronised) and its checkpoint."""
+    from repeval.train import Trainer
+
+    sync(c.device)
+    start = time.perf_counter()
+    ckpt = Trainer(c.spec(family), c.dataset, c.device, workdir, progress=False,
+                   log=lambda m: print(f"    [{family}] {m}", flush=True), **kwargs).run(max_steps=steps)
+    sync(c.device)
+    return time.perf_counter() - start, ckpt
+
+
+def trainer_rate(c: Check, family: str, short: int, long: int, tag: str, **kwargs) -> tuple[float, float, Any]:
+    """Steady images/s of the real trainer: two fresh runs of ``short`` and ``long`` steps,
+    64·(long − short) / (t_long − t_short), so start-up, warm-up, capture and the final
+    checkpoint cancel; also the long run's seconds and checkpoint."""
+    t_short, _ = trainer_run(c, family, short, c.work / f"{tag}-{family}-short", **kwargs)
+    t_long, ckpt = trainer_run(c, family, long, c.work / f"{tag}-{family}-long", **kwargs)
+    return 64 * (long - short) / max(t_long - t_short, 1e-9), t_long, ckpt
+
+
+def test_mse(c: Check, ckpt) -> float:
+    from repeval.data.base import to_float
+
+    model = ckpt.load_model(c.device)
+    x = to_float(c.dataset.test.x[:2048].to(c.device))
+    with torch.no_grad():
+        return float(((model.decode(model.encode(x)) - x) ** 2).mean())
+
+
+def acai_throughput(c: Check) -> dict[str, Any]:
+    import repeval.train as rt
+
+    short, long = (10, 30) if c.small else (300, 2300)
+    rate, total, ckpt = trainer_rate(c, "acai", short, long, "rate")
+    c.acai_checkpoint = ckpt
+    model = ckpt.load_model(c.device)
+    classifier = rt._classifier(model.feature_dim, c.dataset.num_classes).to(c.device)
+    trainer = rt.Trainer(ckpt.spec, c.dataset, c.device, c.work / "eval", progress=False)
+    data = c.dataset.to(c.device)
+    trainer._online_accuracy(model, classifier, data)
+    sync(c.device)
+    start = time.perf_counter()
+    trainer._online_accuracy(model, classifier, data)
+    sync(c.device)
+    eval_s = time.perf_counter() - start
+    evals = PAPER_IMAGES // ckpt.spec.online_eval_every
+    projected = PAPER_IMAGES / rate + evals * eval_s
+    return {"steps": [short, long], "training_step": ckpt.provenance.get("training_step"),
+            "images_per_s": round(rate, 1), "steps_per_s": round(rate / 64, 1),
+            "end_to_end_s": round(total, 2), "online_eval_s": round(eval_s, 4), "online_evals_in_2^24": evals,
+            "projected_2^24_s": round(projected, 1), "target_s": TARGET_TRAIN_S,
+            "pass": None if c.small else projected <= TARGET_TRAIN_S}
+
+
+def trainer_families(c: Check) -> dict[str, Any]:
+    """Every family in the real trainer, CUDA-graph step against eager: steady images/s and
+    the test reconstruction MSE each reaches after the same steps (same seed)."""
+    if not c.device.startswith("cuda"):
+        return {"status": "skipped", "reason": "the CUDA-graph step is the trainer's CUDA path"}
+    short, long = 100, 600
+    out = c.partial
+    out["steps"] = [short, long]
+    for family in ("baseline", "dropout", "denoising", "vae", "aae", "vqvae", "acai"):
+        fam: dict[str, Any] = {}
+        for label, graphs in (("graph", True), ("eager", False)):
+            rate, _, ckpt = trainer_rate(c, family, short, long, f"fam-{label}", graphs=graphs)
+            fam[label] = {"images_per_s": round(rate, 1), "training_step": ckpt.provenance.get("training_step"),
+                          "test_mse": round(test_mse(c, ckpt), 5)}
+        fam["speedup"] = round(fam["graph"]["images_per_s"] / fam["eager"]["images_per_s"], 2)
+        fam["test_mse_rel_diff"] = round(abs(fam["graph"]["test_mse"] - fam["eager"]["test_mse"])
+                                         / fam["eager"]["test_mse"], 4)
+        out[family] = fam
+        print(f"    {family}: {fam}", flush=True)
+    families = [k for k, v in out.items() if isinstance(v, dict)]
+    out["pass"] = all(out[f]["graph"]["training_step"] == "CUDA graph" and out[f]["test_mse_rel_diff"] <= 0.15
+                      for f in families)
+    return dict(out)
+
+
+def extract_throughput(c: Check) -> dict[str, Any]:
+    from repeval.extract import encode
+    from repeval.probes import Latents
+    from repeval.specs import make_spec
+    from repeval.train import build_model
+
+    if c.acai_checkpoint is not None:
+        model, source = c.acai_checkpoint.load_model(c.device), "the ACAI run of acai_throughput"
+    else:
+        torch.manual_seed(0)
+        model = build_model(make_spec("acai", "mnist", latent_dim=256), c.dataset.channels).to(c.device).eval()
+        source = "an untrained ACAI (acai_throughput did not finish)"
+    x_train = c.dataset.train.x[:8192] if c.small else c.dataset.train.x
+    rates = {}
+    for batch in ((256, 1024) if c.small else (1024, 4096, 16384)):
+        encode(model, x_train[:batch], "map", c.device, batch)  # warm-up (cuDNN algorithm choice)
+        sync(c.device)
+        start = time.perf_counter()
+        z_train = encode(model, x_train, "map", c.device, batch)
+        rates[f"batch_{batch}"] = round(len(x_train) / (time.perf_counter() - start), 1)
+    z_test = encode(model, c.dataset.test.x, "map", c.device)
+    y_train = c.dataset.train.y[:len(x_train)].numpy()
+    c.latents = Latents(z_train, y_train, z_test, c.dataset.test.y.numpy(), c.dataset.num_classes)
+    return {"encoder": source, "images": len(x_train), "images_per_s": rates}
+
+
+def need_latents(c: Check):
+    if c.latents is None:
+        raise RuntimeError("no latents: extract_throughput did not finish")
+    return c.latents
+
+
+def kmeans_1000(c: Check) -> dict[str, Any]:
+    from repeval.probes import TASKS, resolve_settings
+
+    latents = need_latents(c)
+    overrides = {"restarts": 20, "niter": 20} if c.small else {}
+    if not FAISS and not c.device.startswith("cuda"):
+        overrides["backend"] = "torch"  # a dry run without faiss: the backend the GPU uses
+    settings = resolve_settings("kmeans", c.device, overrides)
+    start = time.perf_counter()
+    result = TASKS["kmeans"].run(latents, settings, c.device)
+    sync(c.device)
+    seconds = time.perf_counter() - start
+    return {"settings": settings.__dict__, "shape": list(latents.z_train.shape), "kmeans_s": round(seconds, 2),
+            "target_s": TARGET_KMEANS_S, "pass": None if c.small else seconds <= TARGET_KMEANS_S,
+            "scores": result.scores, "details": result.details}
+
+
+def torch_knn_accuracy(latents, settings, device: str) -> float:
+    """kNN accuracy with repeval's torch search on ``device`` and its vote (the faiss-free path)."""
+    from repeval.probes import knn
+
+    bank = knn._prepare(latents.z_train, settings.metric)
+    queries = knn._prepare(latents.z_test, settings.metric)
+    scores, idx = knn.search_torch(bank, queries, settings.k, settings.metric, device)
+    totals = knn.vote(scores, latents.y_train[idx], latents.num_classes, settings.temperature)
+    return float((knn.ranked_classes(totals)[:, 0] == latents.y_test).mean())
+
+
+def knn_check(c: Check) -> dict[str, Any]:
+    from repeval.probes import TASKS, resolve_settings
+
+    latents = need_latents(c)
+    settings = resolve_settings("knn", c.device)
+    if c.device.startswith("cuda") or FAISS:
+        def on_device():
+            return TASKS["knn"].run(latents, settings, c.device).scores["accuracy"]
+    else:  # a dry run without faiss: the torch search the GPU uses
+        def on_device():
+            return torch_knn_accuracy(latents, settings, c.device)
+    on_device()  # warm-up
+    sync(c.device)
+    start = time.perf_counter()
+    dev_accuracy = on_device()
+    dev_s = time.perf_counter() - start
+    start = time.perf_counter()
+    if FAISS:
+        cpu_accuracy, backend = TASKS["knn"].run(latents, settings, "cpu").scores["accuracy"], "faiss"
+    else:  # faiss absent: repeval's torch search on the CPU, same vote
+        cpu_accuracy, backend = torch_knn_accuracy(latents, settings, "cpu"), "torch"
+    cpu_s = time.perf_counter() - start
+    return {"device_s": round(dev_s, 3), "cpu_s": round(cpu_s, 3), "cpu_backend": backend,
+            "device_accuracy": dev_accuracy, "cpu_accuracy": cpu_accuracy,
+            "pass": abs(dev_accuracy - cpu_accuracy) <= 1e-3}
+
+
+def cli_run(c: Check) -> dict[str, Any]:
+    """The product end to end on the device: ``repeval run --task all`` through the CLI, in-process."""
+    import contextlib
+    import io
+
+    from repeval.cli import main as repeval_main
+
+    cuda = c.device.startswith("cuda")
+    argv = ["run", "--encoder", "acai", "--dataset", c.dataset_arg if cuda else "digits",
+            "--budget", "65536" if cuda else "2048", "--device", c.device, "--workdir", str(c.work / "cli"), "--json"]
+    argv += ["--data-dir", c.data_dir] if c.data_dir and cuda else []
+    if cuda or FAISS:
+        argv += ["--task", "all"]
+    else:  # a dry run without faiss: the tasks whose CPU path needs no faiss
+        argv += ["--task", "linear", "--task", "kmeans", "--set", "kmeans.backend=torch"]
+    stdout = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(stdout):
+        repeval_main(argv, standalone_mode=False)
+    seconds = time.perf_counter() - start
+    rows = json.loads(stdout.getvalue())
+    scores = {f"{r['task']}.{r['metric']}": r["value"] for r in rows}
+    return {"argv": " ".join(argv), "seconds": round(seconds, 1), "scores": scores,
+            "pass": all(np.isfinite(v) for v in scores.values()) and len(scores) > 0}
+
+
+def graphs_and_compile(c: Check) -> dict[str, Any]:
+    """ACAI steps at batch 64 outside the trainer: eager, a CUDA graph of the whole step (bf16
+    or fp32, channels-last or not) and ``torch.compile``; images/s over ``n`` steps after warm-up."""
+    from repeval.data.base import to_float
+    from repeval.train import build_model
+
+    if not c.device.startswith("cuda"):
+        return {"status": "skipped", "reason": "CUDA graphs and inductor's GPU kernels need CUDA"}
+    dev = c.device
+    data = c.dataset.train.x.to(dev)
+    n = 300
+    gen = torch.Generator(device=dev).manual_seed(0)
+    batches = [torch.randint(0, len(data), (64,), device=dev, generator=gen) for _ in range(n)]
+    spec = c.spec("acai")
+
+    def fresh(capturable: bool, cl: bool = True):
+        torch.manual_seed(0)
+        model = build_model(spec, c.dataset.channels).to(dev).train()
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        groups = model.optimizer_groups(spec.lr)
+        opts = {g: torch.optim.Adam(p, lr=lr, fused=True, capturable=capturable) for g, (p, lr) in groups.items()}
+        return model, groups, opts
+
+    def step_fn(model, groups, opts, forward, amp: bool = True):
+        def step(x):
+            for o in opts.values():  # inside a graph capture this runs once: the grads become graph memory
+                o.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False, enabled=amp):
+                out = forward(x)
+            names = list(groups)
+            for i, g in enumerate(names):
+                out.losses[g].backward(inputs=groups[g][0], retain_graph=i < len(names) - 1)
+            for o in opts.values():
+                o.step()
+            return out.losses["autoencoder"].detach()
+        return step
+
+    def batch(i, cl: bool = True):
+        x = to_float(data[batches[i % n]])
+        return x.contiguous(memory_format=torch.channels_last) if cl else x
+
+    def timed(step, warmup: int, cl: bool = True) -> tuple[float, float]:
+        start = time.perf_counter()
+        for i in range(warmup):
+            step(batch(i, cl))
+        sync(dev)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(n):
+            step(batch(i, cl))
+        sync(dev)
+        return 64 * n / (time.perf_counter() - start), first
+
+    out = c.partial  # kept if the time box ends this part early
+    out.update({"steps": n, "batch": 64, "precision": "bf16 autocast, channels_last, fused Adam",
+                "note": "the model's step only: no online classifier, logging or checkpoints"})
+
+    def record(name: str, fn: Callable[[], dict[str, Any]]) -> None:
+        try:
+            out[name] = fn()
+        except PartTimeout:
+            out[name] = {"status": "timeout"}
+            raise
+        except Exception as exc:  # noqa: BLE001 - keep the other variants
+            out[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+
+    def eager():
+        model, groups, opts = fresh(False)
+        rate, _ = timed(step_fn(model, groups, opts, model.training_step), warmup=20)
+        return {"images_per_s": round(rate, 1)}
+
+    def cuda_graph(amp: bool = True, cl: bool = True):
+        model, groups, opts = fresh(True, cl)
+        step = step_fn(model, groups, opts, model.training_step, amp)
+        static_x = batch(0, cl).clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up on a side stream (allocates Adam's state)
+            for _ in range(3):
+                step(static_x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step(static_x)
+
+        def replay(x):
+            static_x.copy_(x)
+            graph.replay()
+
+        rate, _ = timed(replay, warmup=5, cl=cl)
+        return {"images_per_s": round(rate, 1)}
+
+    def compiled(mode: str | None, cl: bool):
+        def run():
+            torch._dynamo.reset()
+            model, groups, opts = fresh(False, cl)
+            forward = torch.compile(model.training_step, mode=mode) if mode else torch.compile(model.training_step)
+            rate, first = timed(step_fn(model, groups, opts, forward), warmup=10, cl=cl)
+            return {"images_per_s": round(rate, 1), "compile_and_warmup_s": round(first, 1)}
+        return run
+
+    record("eager", eager)
+    record("cuda_graph_whole_step", cuda_graph)
+    record("cuda_graph_bf16_no_channels_last", lambda: cuda_graph(True, False))
+    record("cuda_graph_fp32_channels_last", lambda: cuda_graph(False, True))
+    record("cuda_graph_fp32_no_channels_last", lambda: cuda_graph(False, False))
+    record("compile_default_no_channels_last", compiled(None, False))
+    record("compile_reduce_overhead_no_channels_last", compiled("reduce-overhead", False))
+    record("compile_default", compiled(None, True))
+    base = out.get("eager", {}).get("images_per_s")
+    if base:
+        for k, v in out.items():
+            if isinstance(v, dict) and "images_per_s" in v:
+                v["speedup_over_eager"] = round(v["images_per_s"] / base, 2)
+    return out
+
+
+def kmeans_backends(c: Check) -> dict[str, Any]:
+    from repeval.probes import kmeans as km
+
+    if not c.device.startswith("cuda"):
+        return {"status": "skipped", "reason": "compares CPU and CUDA"}
+    latents = need_latents(c)
+    train, _, _ = km.whiten(latents.z_train, latents.z_test)
+    settings = km.KMeansSettings(restarts=20, niter=100, backend="torch")
+    out: dict[str, Any] = {"restarts": settings.restarts, "niter": settings.niter}
+    for label, device in (("device", c.device), ("cpu", "cpu")):
+        start = time.perf_counter()
+        centroids, details = km.torch_kmeans(train, latents.num_classes, settings, device)
+        sync(device)
+        labels, inertia = km.nearest_centroid(train, centroids, "cpu")
+        out[label] = {"seconds": round(time.perf_counter() - start, 2), "inertia": inertia,
+                      "details": details, "labels": labels}
+    a, b = out["device"].pop("labels"), out["cpu"].pop("labels")
+    out["label_agreement"] = float((a == b).mean())
+    out["inertia_rel_diff"] = abs(out["device"]["inertia"] - out["cpu"]["inertia"]) / out["cpu"]["inertia"]
+    out["pass"] = out["inertia_rel_diff"] <= 1e-4
+    return out
+
+
+# ------------------------------------------------------------------------------ report
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = ["# repeval GPU check", "",
+             f"- date: {m['date']}; device: {results['device']}"
+             + (f" ({results['gpu']['name']}, {results['gpu']['memory_gib']} GiB, CUDA {results['gpu']['torch_cuda']})"
+                if "gpu" in results else ""),
+             f"- host CPU: {m['cpu']}, {m['cores']} cores, load {m['load_1min']}; versions: "
+             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+             f"- data: {results.get('data')}; faiss installed: {results['faiss']}"
+             + ("; SMALL sizes (dry run)" if results["small"] else ""), "",
+             "| part | status | pass | key figures |", "|---|---|---|---|"]
+    for name, r in results["parts"].items():
+        verdict = r.get("pass")
+        lines.append(f"| {name} | {r.get('status')} | {'' if verdict is None else verdict} | {key_figures(name, r)} |")
+    return "\n".join(lines) + "\n"
+
+
+def key_figures(name: str, r: dict[str, Any]) -> str:
+    if r.get("status") in ("error", "timeout", "skipped"):
+        return str(r.get("error") or r.get("reason", ""))[:200].replace("|", "/")
+    if name == "extract_equivalence":
+        return (f"max rel diff TF32-off {r['tf32_off']['max_rel_diff']:.2e}, default "
+                f"{r['default_tf32_setting']['max_rel_diff']:.2e} (cudnn.allow_tf32="
+                f"{r['default_tf32_setting']['cudnn_allow_tf32']})")
+    if name == "bf16_vs_fp32":
+        return "; ".join(f"{f}: test MSE bf16 {r[f]['bf16']['test_mse']:.4f} vs fp32 {r[f]['fp32']['test_mse']:.4f}"
+                         for f in ("baseline", "acai") if f in r)
+    if name == "acai_throughput":
+        return (f"{r['images_per_s']:,.0f} img/s ({r['steps_per_s']} steps/s, {r['training_step']} step); "
+                f"2^24 images projected "
+                f"{r['projected_2^24_s']:.0f} s vs target {r['target_s']:.0f} s")
+    if name == "trainer_families":
+        return "; ".join(f"{f} {v['graph']['images_per_s']:,.0f} vs {v['eager']['images_per_s']:,.0f} img/s "
+                         f"(x{v['speedup']}, MSE diff {v['test_mse_rel_diff']:.1%})"
+                         for f, v in r.items() if isinstance(v, dict) and "graph" in v)
+    if name == "extract_throughput":
+        return ", ".join(f"{k}: {v:,.0f} img/s" for k, v in r["images_per_s"].items())
+    if name == "kmeans_1000":
+        return (f"{r['settings']['restarts']} restarts on {r['shape']}: {r['kmeans_s']} s (target {r['target_s']:.0f} s);"
+                f" accuracy {r['scores'].get('accuracy', float('nan')):.4f}")
+    if name == "knn":
+        return (f"device {r['device_s']} s vs CPU ({r['cpu_backend']}) {r['cpu_s']} s; accuracy "
+                f"{r['device_accuracy']:.4f} / {r['cpu_accuracy']:.4f}")
+    if name == "cli_run":
+        return f"{r['seconds']} s: " + ", ".join(f"{k} {v:.4f}" for k, v in r["scores"].items())
+    if name == "graphs_and_compile":
+        return "; ".join(f"{k}: {v.get('images_per_s', v.get('status'))} img/s"
+                         + (f" (x{v['speedup_over_eager']})" if "speedup_over_eager" in v else "")
+                         for k, v in r.items() if isinstance(v, dict))
+    if name == "kmeans_backends":
+        return (f"torch backend R={r['restarts']}: device {r['device']['seconds']} s, cpu {r['cpu']['seconds']} s; "
+                f"inertia rel diff {r['inertia_rel_diff']:.1e}, label agreement {r['label_agreement']:.4f}")
+    return ""
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default=os.environ.get("DEVICE", "cuda"))
+    p.add_argument("--dataset", default="mnist", help="mnist, npz:PATH or digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--out", default=os.environ.get("OUT"))
+    p.add_argument("--deadline", type=float, default=float(os.environ.get("GPU_CHECK_DEADLINE_S", 450)),
+                   help="seconds for all parts together")
+    p.add_argument("--small", action="store_true", help="tiny sizes (implied on the CPU)")
+    p.add_argument("--only", help="comma-separated part names")
+    args = p.parse_args(argv)
+    if not args.device.startswith("cuda"):  # a dry run on a small, possibly shared CPU
+        torch.set_num_threads(1)
+        if FAISS:
+            faiss.omp_set_num_threads(1)
+    c = Check(args)
+    print(f"# repeval GPU check on {c.device}; data: {c.data_note}; faiss: {FAISS}", flush=True)
+    parts = [("extract_equivalence", extract_equivalence, 60), ("bf16_vs_fp32", bf16_vs_fp32, 90),
+             ("acai_throughput", acai_throughput, 75), ("trainer_families", trainer_families, 150), ("extract_throughput", extract_throughput, 40),
+             ("kmeans_1000", kmeans_1000, 90), ("knn", knn_check, 40),
+             ("cli_run", cli_run, 120),
+             ("graphs_and_compile", graphs_and_compile, 200), ("kmeans_backends", kmeans_backends, 60)]
+    only = set(args.only.split(",")) if args.only else None
+    for name, fn, box in parts:
+        if only is None or name in only:
+            c.run(name, lambda fn=fn: fn(c), box)
+    print(markdown(c.results))
+    return c.results
+
+
+if __name__ == "__main__":
+    main()
