@@ -16,6 +16,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["repeval", "repeval.*", "encoders", "encoders.*"]),
     package_data={"repeval": ["report/templates/*.j2"]},
+    # the paper's numbers for the report, found there by non-editable installs
+    data_files=[("share/repeval", ["reports/paper.json"])],
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +44,15 @@ from repeval.report.tables import (
 from repeval.specs import PAPER_BUDGET
 from repeval.store import DB_FILENAME, Store
 
-PAPER_JSON = Path(__file__).resolve().parents[2] / "reports" / "paper.json"
+def _paper_json() -> Path:
+    """``reports/paper.json`` of the source tree, else the copy a regular install puts in
+    ``<prefix>/share/repeval`` (setup.py ``data_files``)."""
+    source = Path(__file__).resolve().parents[2] / "reports" / "paper.json"
+    installed = Path(sys.prefix) / "share" / "repeval" / "paper.json"
+    return source if source.exists() or not installed.exists() else installed
+
+
+PAPER_JSON = _paper_json()
 TEMPLATE = "report.html.j2"
 
 # Records script errors, blocked loads and images that fail to decode on <html data-errors>,
