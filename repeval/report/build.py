@@ -157,6 +157,7 @@ class LinesRow:
     paper_distance: tuple[PaperRow, Ours | None] | None
     paper_smoothness: tuple[PaperRow, Ours | None] | None
     strip: dict[str, Any] | None  # the interpolations image: src, width, height
+    undefined: str = ""  # "undefined / interpolations" summed over the cell's seeds (smoothness ignores them)
 
     @property
     def row(self) -> Row:
@@ -237,7 +238,7 @@ def collect(workdir: Path, paper_path: Path) -> dict[str, Any]:
             previews[(table.anchor, i)] = _first_previews(row, dirs, seeds)
     colours = _colours(tables)
     context["figures"] = [_figure_block(t, previews, run_views, colours) for t in tables]
-    context["lines"] = _lines_view(tables, context["paper_tables"], previews)
+    context["lines"] = _lines_view(tables, context["paper_tables"], previews, rows)
     return context
 
 
@@ -311,9 +312,24 @@ def _figure_block(table: ScoreTable, previews: dict[tuple[str, int], Any], runs:
     }
 
 
+def _undefined_counts(rows: list[dict[str, Any]]) -> dict[tuple, tuple[int, int]]:
+    """(encoder, latent, latent_dim, budget, seed) → (undefined, interpolations) of the newest
+    smoothness score of that run on lines."""
+    newest: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        if r["dataset"] == "lines" and r["task"] == "interpolation" and r["metric"] == "smoothness":
+            key = (r["encoder"], r["latent"], r["latent_dim"], r["budget"], r["seed"])
+            if key not in newest or r["created_at"] >= newest[key]["created_at"]:
+                newest[key] = r
+    details = {k: r.get("details") or {} for k, r in newest.items()}
+    return {k: (int(d["n_undefined"]), int(d["n_interpolations"])) for k, d in details.items()
+            if "n_undefined" in d and "n_interpolations" in d}
+
+
 def _lines_view(tables: list[ScoreTable], comparisons: list[PaperTable],
-                previews: dict[tuple[str, int], Any]) -> list[LinesRow]:
+                previews: dict[tuple[str, int], Any], rows: list[dict[str, Any]] | None = None) -> list[LinesRow]:
     """Rows of the Table 1 view: every lines row with interpolation scores."""
+    undefined = _undefined_counts(rows or [])
     paper_rows: dict[tuple[int, str, str], PaperRow] = {}
     for t in comparisons:
         for p in t.rows:
@@ -344,9 +360,13 @@ def _lines_view(tables: list[ScoreTable], comparisons: list[PaperTable],
                     continue
                 seen.add(key)
                 found = previews[(table.anchor, i)]
+                counts = [undefined[(row.encoder, row.latent, row.latent_dim, row.budget, seed)]
+                          for seed in (smooth.seeds if smooth else [])
+                          if (row.encoder, row.latent, row.latent_dim, row.budget, seed) in undefined]
                 out.append(LinesRow(table, i, dist, smooth, beside(table, row, "mean_distance", dist_col),
                                     beside(table, row, "smoothness", smooth_col) if smooth_col else None,
-                                    found["interpolations"] if found else None))
+                                    found["interpolations"] if found else None,
+                                    f"{sum(c[0] for c in counts):,} / {sum(c[1] for c in counts):,}" if counts else ""))
     return sorted(out, key=lambda r: (*encoder_rank(r.row.encoder, r.row.reference), r.row.latent_dim,
                                       r.row.latent, r.row.budget))
 

@@ -33,7 +33,7 @@ def run_id(encoder: str, dataset: str, latent_dim: int, seed: int, budget: int) 
 def add_run(store: Store, workdir: Path, encoder: str, dataset: str, latent_dim: int, seed: int, budget: int,
             scores: dict[tuple[str, str], float], *, provenance: dict[str, Any] | None = None,
             run_dir: bool = True, channels: int = 1, settings: dict[str, dict[str, Any]] | None = None,
-            latent: str | None = None) -> str:
+            latent: str | None = None, details: dict[tuple[str, str], dict[str, Any]] | None = None) -> str:
     """Record a run with ``scores`` ((task, metric) -> value); probes seeded with the run's seed.
 
     With ``run_dir`` the checkpoint directory gets spec, provenance, history (learned runs)
@@ -45,7 +45,8 @@ def add_run(store: Store, workdir: Path, encoder: str, dataset: str, latent_dim:
     store.record_run(rid, spec(encoder, dataset, latent_dim, seed, budget), prov, str(path))
     latent = latent or LATENTS.get(encoder, "map")
     store.add_scores(rid, [Score(task, metric, value, latent,
-                                 {"seed": seed, **(settings or {}).get(task, {})})
+                                 {"seed": seed, **(settings or {}).get(task, {})},
+                                 (details or {}).get((task, metric), {}))
                            for (task, metric), value in scores.items()])
     if run_dir:
         path.mkdir(parents=True, exist_ok=True)

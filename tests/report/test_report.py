@@ -34,9 +34,11 @@ def workdir(tmp_path_factory) -> Path:
                 ("kmeans", "accuracy"): km, ("linear", "accuracy"): 0.97, ("linear", "accuracy_online"): online})
         add_run(store, work, "pixels", "mnist", 1024, 0, 0, {("kmeans", "accuracy"): 0.95, ("linear", "accuracy"): 0.9})
         add_run(store, work, "acai", "lines", 64, 0, 16384, {
-            ("interpolation", "mean_distance"): 0.00024, ("interpolation", "smoothness"): 0.1})
+            ("interpolation", "mean_distance"): 0.00024, ("interpolation", "smoothness"): 0.1},
+            details={("interpolation", "smoothness"): {"n_undefined": 0, "n_interpolations": 256}})
         add_run(store, work, "baseline", "lines", 64, 0, 16384, {
-            ("interpolation", "mean_distance"): 0.002, ("interpolation", "smoothness"): 0.5})
+            ("interpolation", "mean_distance"): 0.002, ("interpolation", "smoothness"): 0.5},
+            details={("interpolation", "smoothness"): {"n_undefined": 37, "n_interpolations": 256}})
         add_run(store, work, "acai", "cifar10", 256, 0, 16384, {("kmeans", "accuracy"): 0.3},
                 provenance=UNVERIFIED, channels=3)
     return work
@@ -95,8 +97,9 @@ def test_paper_tables_beside_ours_with_difference_and_status(html):
 def test_lines_view_is_table_1_with_paper_values_and_strips(html):
     rows = table_under(html, "Lines benchmark")
     assert rows[1:] == [
-        ["baseline (map)", "64", B, "1", "2.00", "6.88 ± 0.21†", "\u22124.88", "0.500", "0.44 ± 0.04†", "+0.06"],
-        ["acai (map)", "64", B, "1", "0.24★", "0.24 ± 0.01†", "+0.00", "0.100★", "0.10 ± 0.01†", "+0.00"],
+        ["baseline (map)", "64", B, "1", "2.00", "6.88 ± 0.21†", "\u22124.88", "0.500", "0.44 ± 0.04†", "+0.06",
+         "37 / 256"],
+        ["acai (map)", "64", B, "1", "0.24★", "0.24 ± 0.01†", "+0.00", "0.100★", "0.10 ± 0.01†", "+0.00", "0 / 256"],
     ]
     assert html.count('alt="interpolations of acai on lines"') == 1
 
