@@ -142,6 +142,21 @@ def test_acai_losses_follow_section_3_8(tiny_arch, images):
     assert torch.allclose(step.losses["autoencoder"], autoencoder, rtol=1e-6, atol=0)
 
 
+def test_acai_batched_passes_equal_separate_passes(tiny_arch, images):
+    """The CUDA path runs decoder and critic once over both halves; the values must be
+    those of two separate passes (no layer mixes images)."""
+    from encoders.acai import _paired
+
+    model = build("acai", tiny_arch)
+    z = model.encoder(images)
+    for module, a, b in ((model.decoder, z, z.flip(0)), (model.critic_score, images, -images)):
+        together = _paired(module, a, b, batched=True)
+        apart = _paired(module, a, b, batched=False)
+        for t, s in zip(together, apart):
+            assert t.shape == s.shape
+            assert torch.allclose(t, s, rtol=1e-5, atol=1e-6)
+
+
 def test_acai_alpha_is_folded_uniform_on_zero_to_half():
     torch.manual_seed(3)
     alpha = encoders.get("acai").mixing_coefficients(torch.zeros(10_000, 1))
