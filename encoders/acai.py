@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -52,11 +54,11 @@ class ACAI(ConvAutoencoder):
         z = self.encoder(x)
         alpha = self.mixing_coefficients(x)
         a = alpha.view(-1, 1, 1, 1)
-        x_hat, x_mix = _paired(self.decoder, z, a * z + (1 - a) * z.flip(0))
+        x_hat, x_mix = _paired(self.decoder, z, lambda: a * z + (1 - a) * z.flip(0))
         rec = mse(x_hat, x)
         reg = float(self.hp["reg"])
         blend = reg * x + (1 - reg) * x_hat.detach()
-        score_mix, score_blend = _paired(self.critic_score, x_mix, blend)
+        score_mix, score_blend = _paired(self.critic_score, x_mix, lambda: blend)
         loss_disc = (score_mix - alpha.float()).square().mean()
         loss_disc_real = score_blend.square().mean()
         loss_ae_disc = score_mix.square().mean()
@@ -73,12 +75,15 @@ class ACAI(ConvAutoencoder):
         return {"critic": count(self.critic)}
 
 
-def _paired(module, a: Tensor, b: Tensor, batched: bool | None = None) -> tuple[Tensor, Tensor]:
-    """``module(a), module(b)``. No layer mixes images, so on CUDA one pass over both
-    halves gives the same values with half the kernel launches, which bound a batch-64 GPU
-    step (1.16× on an H200, benchmarks/RESULTS.md §6); on the CPU two passes are faster
-    (batch-128 convolutions: 12 % slower there). ``batched`` forces either way."""
+def _paired(module, a: Tensor, make_b: Callable[[], Tensor], batched: bool | None = None) -> tuple[Tensor, Tensor]:
+    """``module(a), module(make_b())``. No layer mixes images, so on CUDA one pass over
+    both halves gives the same values with half the kernel launches, which bound a batch-64
+    GPU step (1.16× on an H200, benchmarks/RESULTS.md §6). On the CPU two passes are faster
+    (batch-128 convolutions: 12 % slower there), and ``make_b`` runs after the first pass:
+    autograd then accumulates gradients in the order it always did, so CPU results stay
+    bit-for-bit. ``batched`` forces either way."""
     if a.is_cuda if batched is None else batched:
-        first, second = module(torch.cat([a, b])).chunk(2)
+        first, second = module(torch.cat([a, make_b()])).chunk(2)
         return first, second
-    return module(a), module(b)
+    first = module(a)
+    return first, module(make_b())

@@ -150,8 +150,8 @@ def test_acai_batched_passes_equal_separate_passes(tiny_arch, images):
     model = build("acai", tiny_arch)
     z = model.encoder(images)
     for module, a, b in ((model.decoder, z, z.flip(0)), (model.critic_score, images, -images)):
-        together = _paired(module, a, b, batched=True)
-        apart = _paired(module, a, b, batched=False)
+        together = _paired(module, a, lambda: b, batched=True)
+        apart = _paired(module, a, lambda: b, batched=False)
         for t, s in zip(together, apart):
             assert t.shape == s.shape
             assert torch.allclose(t, s, rtol=1e-5, atol=1e-6)
