@@ -51,7 +51,6 @@ import types
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402

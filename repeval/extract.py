@@ -20,7 +20,6 @@ from repeval.data.base import Dataset, to_float
 from repeval.paths import atomic_write_bytes
 
 
-
 def eval_batch_size(device: str) -> int:
     """Images per forward pass in evaluation: 1,024 on a GPU; 256 on a CPU, where smaller
     activations stay in cache (about 2x faster on a 2-core CPU, benchmarks/RESULTS.md)."""

@@ -406,6 +406,15 @@ GROUP_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "task",
 RUN_SEED = "run seed"  # summarise()'s name for a probe seed that follows the run's seed
 
 
+def group_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The :func:`summarise` group of a score row: its :data:`GROUP_COLUMNS` values and its
+    canonical settings, with a probe seed equal to the run's seed written as :data:`RUN_SEED`."""
+    settings = row["settings"]
+    if settings.get("seed") == row["seed"]:
+        settings = {**settings, "seed": RUN_SEED}
+    return (*(row[c] for c in GROUP_COLUMNS), canonical_json(settings))
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Aggregate score rows over seeds as the paper's tables do: mean ± np.std (acai.md §4.6).
 
@@ -419,11 +428,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        settings = row["settings"]
-        if settings.get("seed") == row["seed"]:
-            settings = {**settings, "seed": RUN_SEED}
-        key = (*(row[c] for c in GROUP_COLUMNS), canonical_json(settings))
-        groups.setdefault(key, []).append(row)
+        groups.setdefault(group_key(row), []).append(row)
     summary = []
     for key, members in groups.items():
         values = np.array([m["value"] for m in members], dtype=float)

@@ -287,10 +287,7 @@ class Trainer:
 
         record = provenance.collect(self.device, self.dataset)
         record["precision"] = "bf16 autocast" if self.amp and self.cuda else "fp32"
-        graph = self._graph
-        record["training_step"] = ("CUDA graph" if graph is not None and graph.graph is not None else
-                                   "eager (CUDA graph capture failed)" if graph is not None and graph.failed else
-                                   "eager")
+        record["training_step"] = self._graph.mode if self._graph is not None else "eager"
         record["latents"] = dict(encoders.get(self.spec.encoder).latents)  # which tensor is which; first = default
         return record
 
@@ -318,7 +315,7 @@ def _adam(params, lr: float, cuda: bool, capturable: bool = False) -> torch.opti
 class _GraphStep:
     """The training step replayed from one CUDA graph: at the paper's batch of 64 the GPU
     time of a step is smaller than the cost of launching its hundreds of kernels, and a
-    graph launches them all at once (benchmarks/RESULTS.md: ≈ 3.7× on an H200).
+    graph launches them all at once (benchmarks/RESULTS.md §6: 4.1–6.8× on an H200).
 
     The first ``WARMUP`` steps run eagerly on a side stream (they allocate the optimisers'
     state and pick cuDNN algorithms); the step is then captured once with the batch's
@@ -333,7 +330,7 @@ class _GraphStep:
 
     def __init__(self, step: Callable[[torch.Tensor], torch.Tensor], log: Callable[[str], Any], family: str):
         self.step, self.log, self.family = step, log, family
-        self.eager_steps = self.replays = 0
+        self.eager_steps = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.failed = False
         self.side = torch.cuda.Stream()
@@ -342,7 +339,6 @@ class _GraphStep:
         if self.graph is not None:
             self.static_idx.copy_(idx)
             self.graph.replay()
-            self.replays += 1
             return self.static_values
         if self.failed:
             return self.step(idx)
@@ -354,6 +350,13 @@ class _GraphStep:
         if self.eager_steps >= self.WARMUP and not last:
             self._capture(idx)
         return values
+
+    @property
+    def mode(self) -> str:
+        """How the steps so far ran, for provenance."""
+        if self.graph is not None:
+            return "CUDA graph"
+        return "eager (CUDA graph capture failed)" if self.failed else "eager"
 
     def _capture(self, idx: torch.Tensor) -> None:
         self.static_idx = idx.clone()

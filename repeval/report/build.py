@@ -42,7 +42,8 @@ from repeval.report.tables import (
     Cell, Column, DataStatus, Ours, PaperRow, PaperTable, Row, ScoreTable, anchor, data_status, dataset_rank,
     encoder_rank, fmt_budget, fmt_budget_share, load_paper, paper_tables, score_tables)
 from repeval.specs import PAPER_BUDGET
-from repeval.store import DB_FILENAME, Store
+from repeval.store import DB_FILENAME, Store, group_key
+
 
 def _paper_json() -> Path:
     """``reports/paper.json`` of the source tree, else the copy a regular install puts in
@@ -157,7 +158,7 @@ class LinesRow:
     paper_distance: tuple[PaperRow, Ours | None] | None
     paper_smoothness: tuple[PaperRow, Ours | None] | None
     strip: dict[str, Any] | None  # the interpolations image: src, width, height
-    undefined: str = ""  # "undefined / interpolations" summed over the cell's seeds (smoothness ignores them)
+    undefined: str = ""  # "undefined / interpolations" over the cell's seeds (they count as 0 in smoothness)
 
     @property
     def row(self) -> Row:
@@ -312,24 +313,23 @@ def _figure_block(table: ScoreTable, previews: dict[tuple[str, int], Any], runs:
     }
 
 
-def _undefined_counts(rows: list[dict[str, Any]]) -> dict[tuple, tuple[int, int]]:
-    """(encoder, latent, latent_dim, budget, seed) → (undefined, interpolations) of the newest
-    smoothness score of that run on lines."""
-    newest: dict[tuple, dict[str, Any]] = {}
+def _undefined_counts(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], tuple[int, int]]:
+    """Per :func:`repeval.store.group_key` of the interpolation smoothness scores: the
+    undefined interpolations and all interpolations, summed over the group's seeds."""
+    counts: dict[tuple[Any, ...], tuple[int, int]] = {}
     for r in rows:
-        if r["dataset"] == "lines" and r["task"] == "interpolation" and r["metric"] == "smoothness":
-            key = (r["encoder"], r["latent"], r["latent_dim"], r["budget"], r["seed"])
-            if key not in newest or r["created_at"] >= newest[key]["created_at"]:
-                newest[key] = r
-    details = {k: r.get("details") or {} for k, r in newest.items()}
-    return {k: (int(d["n_undefined"]), int(d["n_interpolations"])) for k, d in details.items()
-            if "n_undefined" in d and "n_interpolations" in d}
+        d = r.get("details") or {}
+        if r["task"] == "interpolation" and r["metric"] == "smoothness" and "n_undefined" in d:
+            key = group_key(r)
+            undefined, total = counts.get(key, (0, 0))
+            counts[key] = (undefined + int(d["n_undefined"]), total + int(d["n_interpolations"]))
+    return counts
 
 
 def _lines_view(tables: list[ScoreTable], comparisons: list[PaperTable],
-                previews: dict[tuple[str, int], Any], rows: list[dict[str, Any]] | None = None) -> list[LinesRow]:
+                previews: dict[tuple[str, int], Any], rows: list[dict[str, Any]]) -> list[LinesRow]:
     """Rows of the Table 1 view: every lines row with interpolation scores."""
-    undefined = _undefined_counts(rows or [])
+    undefined = _undefined_counts(rows)
     paper_rows: dict[tuple[int, str, str], PaperRow] = {}
     for t in comparisons:
         for p in t.rows:
@@ -360,13 +360,12 @@ def _lines_view(tables: list[ScoreTable], comparisons: list[PaperTable],
                     continue
                 seen.add(key)
                 found = previews[(table.anchor, i)]
-                counts = [undefined[(row.encoder, row.latent, row.latent_dim, row.budget, seed)]
-                          for seed in (smooth.seeds if smooth else [])
-                          if (row.encoder, row.latent, row.latent_dim, row.budget, seed) in undefined]
+                counts = undefined.get((table.dataset, row.encoder, row.latent, row.latent_dim, row.budget,
+                                        "interpolation", "smoothness", smooth_col.settings)) if smooth_col else None
                 out.append(LinesRow(table, i, dist, smooth, beside(table, row, "mean_distance", dist_col),
                                     beside(table, row, "smoothness", smooth_col) if smooth_col else None,
                                     found["interpolations"] if found else None,
-                                    f"{sum(c[0] for c in counts):,} / {sum(c[1] for c in counts):,}" if counts else ""))
+                                    f"{counts[0]:,} / {counts[1]:,}" if counts else ""))
     return sorted(out, key=lambda r: (*encoder_rank(r.row.encoder, r.row.reference), r.row.latent_dim,
                                       r.row.latent, r.row.budget))
 
