@@ -4,8 +4,8 @@ The family supplies its losses per optimiser group (``encoders.base``); the loop
 rest: batches drawn from the dataset resident on the device, Adam per group (lr 1e-4,
 β = (0.9, 0.999), ε = 1e-8 as TensorFlow's defaults), simultaneous updates from one
 forward pass, the paper's online single-layer classifier on the stop-gradient latent, bf16
-autocast / channels-last / fused Adam / a CUDA-graph step on CUDA, progress, a loss history, NaN detection,
-periodic atomic checkpoints and exact resume.
+autocast (weights cast once per step) / channels-last / fused Adam / a CUDA-graph step on
+CUDA, progress, a loss history, NaN detection, periodic atomic checkpoints and exact resume.
 
 Batches: the images seen at positions ``p = step·B … step·B + B − 1`` of the stream are
 ``perm_e[p mod N]`` with ``e = p // N`` and ``perm_e`` a permutation seeded by (seed, e) —
@@ -116,7 +116,8 @@ class Trainer:
     """Trains one :class:`RunSpec` on one dataset and device into ``<workdir>/checkpoints``."""
 
     def __init__(self, spec: RunSpec, dataset: Dataset, device: str, workdir: Path, *,
-                 amp: bool | None = None, graphs: bool | None = None, progress: bool = True,
+                 amp: bool | None = None, graphs: bool | None = None, cast_once: bool | None = None,
+                 progress: bool = True,
                  log: Callable[[str], Any] | None = None,
                  checkpoint_every_s: float = CHECKPOINT_EVERY_S):
         self.spec, self.dataset, self.device = spec, dataset, device
@@ -125,6 +126,10 @@ class Trainer:
         if graphs is None:  # REPEVAL_CUDA_GRAPHS=0 turns the CUDA-graph step off
             graphs = os.environ.get("REPEVAL_CUDA_GRAPHS", "1") != "0"
         self.graphs = self.cuda and graphs
+        if cast_once is None:  # REPEVAL_CAST_ONCE=0 turns it off (bf16 only: same numbers, fewer kernels)
+            cast_once = os.environ.get("REPEVAL_CAST_ONCE", "1") != "0"
+        self.cast_once = self.amp and cast_once
+        self._cast: _CastOnce | None = None
         self._graph: _GraphStep | None = None
         self.progress = progress
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -182,23 +187,29 @@ class Trainer:
         eval_every_steps = max(1, spec.online_eval_every // spec.batch_size)
         end = spec.steps if max_steps is None else min(spec.steps, start + max_steps)
         # autocast's weight cache must be off inside a CUDA graph capture (and gains nothing across steps)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.amp and self.cuda
-                    else nullcontext())
+        autocast = self._autocast(cache_enabled=False)
         group_losses = {*groups, "classifier"}  # one loss per optimiser group, shown on the progress bar
         loss_names: list[str] = []
         buffer: torch.Tensor | None = None  # per-step loss values since the last log point
         last_save = last_status = time.monotonic()
+
+        forward = _Forward(model, classifier)
 
         def train_step(idx: torch.Tensor) -> torch.Tensor:
             """One step on the images ``idx``: forward, simultaneous updates; the logged values."""
             x = to_float(data.train.x[idx])
             if self.cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
+            cast = self._cast
             with autocast:
-                out = model.training_step(x)
-                logits = classifier(out.features.detach().float())
+                if cast is not None:
+                    out, logits = cast(forward, x)
+                elif self.cast_once:  # first step: find the layers whose weights can be cast once
+                    (out, logits), self._cast = _CastOnce.survey(forward, x)
+                else:
+                    out, logits = forward(x)
             losses = {**out.losses, "classifier": F.cross_entropy(logits.float(), data.train.y[idx])}
-            _update(groups, optimizers, out.losses, classifier, clf_opt, losses["classifier"])
+            _update(groups, optimizers, out.losses, classifier, clf_opt, losses["classifier"], cast)
             logged = {**losses, **{k: v for k, v in out.logs.items() if k not in losses}}
             if not loss_names:
                 loss_names.extend(logged)
@@ -276,33 +287,47 @@ class Trainer:
         correct, batch = 0, eval_batch_size(self.device)
         for i in range(0, len(data.test), batch):
             x = to_float(data.test.x[i:i + batch])
-            with (torch.autocast("cuda", dtype=torch.bfloat16) if self.amp and self.cuda else nullcontext()):
+            with self._autocast():
                 feats = model.features(x)
             pred = classifier(feats.float()).argmax(1)
             correct += int((pred == data.test.y[i:i + batch]).sum())
         return correct / len(data.test)
 
+    def _autocast(self, cache_enabled: bool = True):
+        """bf16 autocast when ``amp`` (by default on CUDA only), else nothing."""
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast("cuda" if self.cuda else "cpu", dtype=torch.bfloat16, cache_enabled=cache_enabled)
+
     def _provenance(self) -> dict[str, Any]:
         import encoders
 
         record = provenance.collect(self.device, self.dataset)
-        record["precision"] = "bf16 autocast" if self.amp and self.cuda else "fp32"
+        record["precision"] = "bf16 autocast" if self.amp else "fp32"
+        if self._cast is not None:
+            record["precision"] += f" (weights of {len(self._cast)} layers cast once per step)"
         record["training_step"] = self._graph.mode if self._graph is not None else "eager"
         record["latents"] = dict(encoders.get(self.spec.encoder).latents)  # which tensor is which; first = default
         return record
 
 
-def _update(groups, optimizers, losses, classifier, clf_opt, clf_loss) -> None:
-    """Simultaneous update: each group's loss is differentiated w.r.t. its own parameters only."""
+def _update(groups, optimizers, losses, classifier, clf_opt, clf_loss, cast: "_CastOnce | None" = None) -> None:
+    """Simultaneous update: each group's loss is differentiated w.r.t. its own parameters only
+    (through their bf16 copies where ``cast`` made them)."""
+    def grad(loss, params, retain_graph=False):
+        if cast is None:
+            return torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+        grads = torch.autograd.grad(loss, cast.inputs(params), retain_graph=retain_graph, allow_unused=True)
+        return cast.grads(params, grads)
+
     names = list(groups)
     for i, g in enumerate(names):
         params = groups[g][0]
-        grads = torch.autograd.grad(losses[g], params, retain_graph=i < len(names) - 1, allow_unused=True)
-        for p, grad in zip(params, grads):
-            p.grad = grad
+        for p, grad_p in zip(params, grad(losses[g], params, retain_graph=i < len(names) - 1)):
+            p.grad = grad_p
     clf_params = list(classifier.parameters())
-    for p, grad in zip(clf_params, torch.autograd.grad(clf_loss, clf_params)):
-        p.grad = grad
+    for p, grad_p in zip(clf_params, grad(clf_loss, clf_params)):
+        p.grad = grad_p
     for opt in (*optimizers.values(), clf_opt):
         opt.step()
 
@@ -310,6 +335,92 @@ def _update(groups, optimizers, losses, classifier, clf_opt, clf_loss) -> None:
 def _adam(params, lr: float, cuda: bool, capturable: bool = False) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=cuda or None,
                             capturable=capturable)
+
+
+class _Forward(nn.Module):
+    """The step's forward pass, the family's and the online classifier's, under one root
+    module (so that :func:`torch.func.functional_call` can run it on other weights)."""
+
+    def __init__(self, model: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.model, self.classifier = model, classifier
+
+    def forward(self, x: torch.Tensor):
+        out = self.model.training_step(x)
+        return out, self.classifier(out.features.detach().float())
+
+
+class _CastOnce:
+    """The bf16 copies of the conv and dense weights, made once per step.
+
+    Under autocast each conv or dense call casts its float32 weight and bias to bf16, and
+    the backward pass casts their gradients back: one small kernel per tensor each way, 129
+    of the 333 operations of an ACAI step on the CUDA path (``benchmarks/bench_step_ops.py``),
+    which a launch-bound batch-64 step pays in full. Here each eligible layer runs on bf16 leaf tensors
+    refreshed by one multi-tensor copy per step, and their bf16 gradients go to float32
+    buffers by one more: the same roundings in the same places, so the same numbers as
+    autocast (tested bit for bit). Eligible are the layers the first step ran exactly once,
+    with bf16 autocast on: a layer run twice would sum its gradient in bf16 where autocast
+    sums in float32, and one run in full precision (the VAE heads) keeps float32 weights.
+    """
+
+    LAYERS = (nn.Conv2d, nn.Linear)
+
+    def __init__(self, root: nn.Module, names: list[str]):
+        named = dict(root.named_parameters())
+        self.names = names
+        self.params = [named[n] for n in names]
+        self.shadows = [torch.empty_like(p, dtype=torch.bfloat16).requires_grad_() for p in self.params]
+        self.shadow_of = {id(p): s for p, s in zip(self.params, self.shadows)}
+        self.buffers = {id(p): torch.zeros_like(p) for p in self.params}  # float32 gradients
+
+    def __len__(self) -> int:
+        return len({n.rsplit(".", 1)[0] for n in self.names})
+
+    @classmethod
+    def survey(cls, root: nn.Module, *args) -> tuple[Any, "_CastOnce"]:
+        """``root(*args)`` as usual, noting which layers qualify; the result and the caster."""
+        calls: dict[str, list[bool]] = {}
+
+        def note(name):
+            def hook(module, inputs):
+                kind = next(module.parameters()).device.type
+                calls[name].append(torch.is_autocast_enabled(kind) and
+                                   torch.get_autocast_dtype(kind) == torch.bfloat16)
+            return hook
+
+        handles = []
+        for name, module in root.named_modules():
+            if isinstance(module, cls.LAYERS) and next(module.parameters(), None) is not None:
+                calls[name] = []
+                handles.append(module.register_forward_pre_hook(note(name)))
+        try:
+            result = root(*args)
+        finally:
+            for h in handles:
+                h.remove()
+        layers = {name for name, seen in calls.items() if seen == [True]}
+        names = [n for n, p in root.named_parameters()
+                 if n.rsplit(".", 1)[0] in layers and p.requires_grad and p.dtype == torch.float32]
+        return result, cls(root, names)
+
+    def __call__(self, root: nn.Module, *args):
+        """``root(*args)`` on the bf16 copies of the current weights."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.shadows, self.params)
+        return torch.func.functional_call(root, dict(zip(self.names, self.shadows)), args)
+
+    def inputs(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What to differentiate with respect to: the bf16 copy where there is one."""
+        return [self.shadow_of.get(id(p), p) for p in params]
+
+    def grads(self, params, grads) -> list[torch.Tensor | None]:
+        """Gradients from :meth:`inputs`' order back to float32, in one multi-tensor copy."""
+        out = [self.buffers[id(p)] if g is not None and id(p) in self.buffers else g for p, g in zip(params, grads)]
+        pairs = [(o, g) for o, g in zip(out, grads) if o is not g]
+        if pairs:
+            torch._foreach_copy_([o for o, _ in pairs], [g for _, g in pairs])
+        return out
 
 
 class _GraphStep:

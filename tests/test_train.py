@@ -171,3 +171,51 @@ def test_without_a_terminal_progress_comes_as_status_lines(tmp_path, monkeypatch
     train(tiny_spec(budget=192), tiny_dataset(), "cpu", tmp_path, progress=True, log=lines.append)
     assert len(lines) == 3 and lines[-1].startswith(f"{tiny_spec(budget=192).run_id}: step 3/3 autoencoder=")
     assert "img/s=" in lines[-1]
+
+
+# --- bf16: weights cast once per step (the CUDA default; CPU autocast runs the same code) ----
+def _bf16_run(tmp_path, encoder, cast_once, budget=384):
+    trainer = Trainer(tiny_spec(encoder, budget=budget), tiny_dataset(), "cpu", tmp_path / f"{encoder}-{cast_once}",
+                      amp=True, cast_once=cast_once, progress=False)
+    return trainer, trainer.run()
+
+
+@pytest.mark.parametrize("encoder", ["baseline", "dropout", "denoising", "vae", "aae", "vqvae", "acai",
+                                     "acai-one-pass"])
+def test_weights_cast_once_give_autocasts_numbers_bit_for_bit(tmp_path, monkeypatch, encoder):
+    if encoder == "acai-one-pass":  # the CUDA path: decoder and critic once over both halves
+        import functools
+
+        import encoders.acai
+
+        monkeypatch.setattr(encoders.acai, "_paired", functools.partial(encoders.acai._paired, batched=True))
+        encoder = "acai"
+    _, autocast = _bf16_run(tmp_path, encoder, cast_once=False)
+    trainer, once = _bf16_run(tmp_path, encoder, cast_once=True)
+    assert trainer._cast is not None and len(trainer._cast) >= 2  # it did cast, and more than the classifier
+    for name, tensor in weights(autocast).items():
+        assert torch.equal(tensor, weights(once)[name]), name
+    assert autocast.history == once.history
+    assert autocast.provenance["precision"] == "bf16 autocast"
+    assert once.provenance["precision"] == f"bf16 autocast (weights of {len(trainer._cast)} layers cast once per step)"
+
+
+def test_cast_once_leaves_layers_run_twice_or_in_full_precision_to_autocast(tmp_path, monkeypatch):
+    import functools
+
+    import encoders.acai
+
+    def cast_layers(encoder, tag=""):
+        trainer, _ = _bf16_run(tmp_path / f"{encoder}{tag}", encoder, cast_once=True, budget=128)
+        return {name.rsplit(".", 1)[0] for name in trainer._cast.names}
+
+    vae = cast_layers("vae")  # its mean and log-variance heads run in float32
+    assert "classifier" in vae and "model.encoder.0" in vae and not {"model.mu", "model.log_var"} & vae
+    two_pass = cast_layers("acai")  # on the CPU the decoder and the critic run twice per step
+    assert "model.encoder.0" in two_pass and not any(n.startswith(("model.decoder", "model.critic")) for n in two_pass)
+    monkeypatch.setattr(encoders.acai, "_paired", functools.partial(encoders.acai._paired, batched=True))
+    one_pass = cast_layers("acai", "-one-pass")
+    assert {"model.decoder.0", "model.critic.0"} <= one_pass
+    # float32 training never casts
+    fp32 = Trainer(tiny_spec(budget=128), tiny_dataset(), "cpu", tmp_path / "fp32", cast_once=True, progress=False)
+    assert fp32.run().provenance["precision"] == "fp32" and fp32._cast is None
