@@ -12,10 +12,12 @@ instances* (pythae gets repeval's ``Encoder``/``Decoder`` stacks wrapped as its
 - ``plain`` — a plain PyTorch loop: random batch, ``model.training_step``, one
   ``backward(inputs=group)`` per optimiser group, Adam per group; nothing else.
 
-Two figures per run: **steady-state images/s** (from the start times of steps 1 … S−1,
-so model construction, the first step and the final save are excluded) and the
-**end-to-end** wall time of the whole call. Contenders run interleaved (see
-``common.interleaved``); figures are medians over ``--reps`` runs.
+Three figures: **steady-state images/s** of each run (from the start times of steps
+1 … S−1, so model construction, the first step and the final save are excluded), median
+over ``--reps`` runs; **step-median images/s**, 64 / the median time of all those steps of
+all runs, which the few steps slowed by the allocator's page faults (glibc returning and
+re-faulting large blocks; ±10 % on a run's rate here) do not move; and the **end-to-end**
+wall time of the whole call. Contenders run interleaved (see ``common.interleaved``).
 
 Loss definitions differ in scale only where pythae fixes them (see ``PEER_NOTES``); the
 compute per step is the same network, forward and backward.
@@ -88,6 +90,11 @@ def stamped(fn: Callable, stamps: list[float]) -> Callable:
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+def step_times(stamps: list[float]) -> list[float]:
+    """Seconds of every step but the first (from one step's start to the next's)."""
+    return [b - a for a, b in zip(stamps[1:], stamps[2:])]
 
 
 def steady_rate(stamps: list[float], batch: int) -> float:
@@ -258,6 +265,7 @@ def measure_family(family: str, dataset, steps: int, reps: int, device: str, wit
         contenders["plain"] = lambda: run_plain(family, dataset, steps, device)
     rates: dict[str, list[float]] = {k: [] for k in contenders}
     totals: dict[str, list[float]] = {k: [] for k in contenders}
+    steps_s: dict[str, list[float]] = {k: [] for k in contenders}  # every step of every run
     load_before = common.load_average()
     names = list(contenders)
     for rep in range(reps):
@@ -265,16 +273,22 @@ def measure_family(family: str, dataset, steps: int, reps: int, device: str, wit
             total, stamps = contenders[name]()
             totals[name].append(total)
             rates[name].append(steady_rate(stamps, 64))
+            steps_s[name] += step_times(stamps)
+    step_rate = {k: 64 / statistics.median(v) for k, v in steps_s.items()}
     result: dict[str, Any] = {
         "steps": steps, "reps": reps, "load_before": load_before, "load_after": common.load_average(),
         "images_per_s": {k: round(statistics.median(v), 1) for k, v in rates.items()},
         "images_per_s_all": {k: [round(r, 1) for r in v] for k, v in rates.items()},
         "end_to_end_s": {k: round(statistics.median(v), 3) for k, v in totals.items()},
+        # 64 / the median step time over all runs: robust to the few steps a page-fault storm
+        # of the allocator slows (they move a run's rate by ±10 % on this machine)
+        "images_per_s_step_median": {k: round(v, 1) for k, v in step_rate.items()},
     }
     for peer in ("pythae", "plain"):
         if peer in rates:
             result[f"ratio_repeval_over_{peer}"] = round(
                 statistics.median(rates["repeval"]) / statistics.median(rates[peer]), 3)
+            result[f"step_median_ratio_repeval_over_{peer}"] = round(step_rate["repeval"] / step_rate[peer], 3)
             result[f"end_to_end_ratio_repeval_over_{peer}"] = round(
                 statistics.median(totals["repeval"]) / statistics.median(totals[peer]), 3)
     if family in PEER_NOTES and "pythae" in rates:
@@ -308,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r = measure_family(family, dataset, steps, reps, args.device, with_plain=args.full)
         report["families"][family] = r
         ratios = "  ".join(f"{k.replace('ratio_', '')}={v}" for k, v in r.items()
-                           if k.startswith("ratio_"))
+                           if k.startswith(("ratio_", "step_median_ratio_")))
         print(f"{family:10s} " + "  ".join(f"{k}={v:,.0f} img/s" for k, v in r["images_per_s"].items())
               + f"  {ratios}  (load {r['load_before']}->{r['load_after']})", flush=True)
     common.write_results("bench_train", report, args.out)

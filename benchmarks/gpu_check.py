@@ -18,6 +18,10 @@ b. throughput
    - ``acai_throughput`` — ``repeval.train.Trainer`` on MNIST ACAI at batch 64 (its CUDA-graph
      step): steady images/s from two runs of different length, and the projected time for
      the paper's 2^24 images (+ its 256 online evaluations) against the 10-minute target;
+   - ``cast_once`` — ACAI and baseline in the trainer with the conv/dense weights cast to bf16
+     once per step (``cast_once=True``, opt-in via ``REPEVAL_CAST_ONCE=1``) against autocast's
+     per-call casts: images/s of both, and the test MSE each reaches (the same numbers by
+     construction; CPU tests check it bit for bit);
    - ``trainer_families`` — every family in the trainer, CUDA-graph step vs eager: images/s
      and the test reconstruction MSE after the same steps;
    - ``extract_throughput`` — ``encode`` of the 60,000 train images (images/s per batch size);
@@ -284,6 +288,31 @@ def acai_throughput(c: Check) -> dict[str, Any]:
             "end_to_end_s": round(total, 2), "online_eval_s": round(eval_s, 4), "online_evals_in_2^24": evals,
             "projected_2^24_s": round(projected, 1), "target_s": TARGET_TRAIN_S,
             "pass": None if c.small else projected <= TARGET_TRAIN_S}
+
+
+def cast_once(c: Check) -> dict[str, Any]:
+    """The trainer with each layer's bf16 weights made once per step, against autocast's
+    per-call casts (``repeval.train._CastOnce``): images/s, test MSE after the same steps."""
+    short, long = (6, 14) if c.small else (300, 1800)
+    amp = True  # on the CPU (dry run) bf16 autocast runs there too
+    out = c.partial
+    out["steps"] = [short, long]
+    for family in ("acai", "baseline"):
+        fam: dict[str, Any] = {}
+        for label, flag in (("autocast", False), ("cast_once", True)):
+            rate, _, ckpt = trainer_rate(c, family, short, long, f"cast-{label}", amp=amp, cast_once=flag)
+            fam[label] = {"images_per_s": round(rate, 1), "test_mse": test_mse(c, ckpt),
+                          "precision": ckpt.provenance.get("precision"),
+                          "training_step": ckpt.provenance.get("training_step")}
+        fam["speedup"] = round(fam["cast_once"]["images_per_s"] / fam["autocast"]["images_per_s"], 3)
+        fam["test_mse_rel_diff"] = abs(fam["cast_once"]["test_mse"] - fam["autocast"]["test_mse"]) / \
+            fam["autocast"]["test_mse"]
+        if family == "acai":
+            fam["projected_2^24_s"] = round(PAPER_IMAGES / fam["cast_once"]["images_per_s"], 1)
+        out[family] = fam
+    # the same numbers up to cuDNN's run-to-run nondeterminism in float summation order
+    out["pass"] = all(out[f]["test_mse_rel_diff"] <= 0.01 for f in ("acai", "baseline"))
+    return out
 
 
 def trainer_families(c: Check) -> dict[str, Any]:
@@ -597,6 +626,10 @@ def key_figures(name: str, r: dict[str, Any]) -> str:
         return (f"{r['images_per_s']:,.0f} img/s ({r['steps_per_s']} steps/s, {r['training_step']} step); "
                 f"2^24 images projected "
                 f"{r['projected_2^24_s']:.0f} s vs target {r['target_s']:.0f} s")
+    if name == "cast_once":
+        return "; ".join(f"{f} {v['cast_once']['images_per_s']:,.0f} vs {v['autocast']['images_per_s']:,.0f} img/s "
+                         f"(x{v['speedup']}, MSE diff {v['test_mse_rel_diff']:.2%})"
+                         for f, v in r.items() if isinstance(v, dict) and "speedup" in v)
     if name == "trainer_families":
         return "; ".join(f"{f} {v['graph']['images_per_s']:,.0f} vs {v['eager']['images_per_s']:,.0f} img/s "
                          f"(x{v['speedup']}, MSE diff {v['test_mse_rel_diff']:.1%})"
@@ -639,7 +672,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     c = Check(args)
     print(f"# repeval GPU check on {c.device}; data: {c.data_note}; faiss: {FAISS}", flush=True)
     parts = [("extract_equivalence", extract_equivalence, 60), ("bf16_vs_fp32", bf16_vs_fp32, 90),
-             ("acai_throughput", acai_throughput, 75), ("trainer_families", trainer_families, 150), ("extract_throughput", extract_throughput, 40),
+             ("acai_throughput", acai_throughput, 75), ("cast_once", cast_once, 80), ("trainer_families", trainer_families, 150), ("extract_throughput", extract_throughput, 40),
              ("kmeans_1000", kmeans_1000, 90), ("knn", knn_check, 40),
              ("cli_run", cli_run, 120),
              ("graphs_and_compile", graphs_and_compile, 200), ("kmeans_backends", kmeans_backends, 60)]

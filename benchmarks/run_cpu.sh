@@ -24,6 +24,11 @@ echo "# $(date -u '+%Y-%m-%d %H:%M UTC')  $(lscpu | sed -n 's/^Model name: *//p'
 "$PY" benchmarks/bench_extract.py $MODE
 "$PY" benchmarks/bench_cli.py $MODE
 if [ "$MODE" = "--full" ]; then
+    "$PY" benchmarks/bench_step_ops.py
+else
+    "$PY" benchmarks/bench_step_ops.py --families acai,baseline
+fi
+if [ "$MODE" = "--full" ]; then
     "$PY" benchmarks/bench_threads.py --reps 3 --steps 6 --rounds 2
     "$PY" benchmarks/proposals.py --reps 5 --rounds 2
 else
