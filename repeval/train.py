@@ -359,9 +359,10 @@ class _CastOnce:
     which a launch-bound batch-64 step pays in full. Here each eligible layer runs on bf16 leaf tensors
     refreshed by one multi-tensor copy per step, and their bf16 gradients go to float32
     buffers by one more: the same roundings in the same places, so the same numbers as
-    autocast (tested bit for bit). Eligible are the layers the first step ran exactly once,
-    with bf16 autocast on: a layer run twice would sum its gradient in bf16 where autocast
-    sums in float32, and one run in full precision (the VAE heads) keeps float32 weights.
+    autocast (tested bit for bit). Eligible are the layers the first step ran under bf16
+    autocast only, and at most once with gradients on: a layer differentiated through twice
+    would sum its gradient in bf16 where autocast sums in float32, and one run in full
+    precision (the VAE heads) keeps float32 weights.
     """
 
     LAYERS = (nn.Conv2d, nn.Linear)
@@ -380,13 +381,13 @@ class _CastOnce:
     @classmethod
     def survey(cls, root: nn.Module, *args) -> tuple[Any, "_CastOnce"]:
         """``root(*args)`` as usual, noting which layers qualify; the result and the caster."""
-        calls: dict[str, list[bool]] = {}
+        calls: dict[str, list[tuple[bool, bool]]] = {}  # per call: (under bf16 autocast, grad enabled)
 
         def note(name):
             def hook(module, inputs):
                 kind = next(module.parameters()).device.type
-                calls[name].append(torch.is_autocast_enabled(kind) and
-                                   torch.get_autocast_dtype(kind) == torch.bfloat16)
+                bf16 = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
+                calls[name].append((bf16, torch.is_grad_enabled()))
             return hook
 
         handles = []
@@ -399,7 +400,8 @@ class _CastOnce:
         finally:
             for h in handles:
                 h.remove()
-        layers = {name for name, seen in calls.items() if seen == [True]}
+        layers = {name for name, seen in calls.items()
+                  if seen and all(bf16 for bf16, _ in seen) and sum(grad for _, grad in seen) <= 1}
         names = [n for n, p in root.named_parameters()
                  if n.rsplit(".", 1)[0] in layers and p.requires_grad and p.dtype == torch.float32]
         return result, cls(root, names)

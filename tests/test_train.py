@@ -211,6 +211,10 @@ def test_cast_once_leaves_layers_run_twice_or_in_full_precision_to_autocast(tmp_
 
     vae = cast_layers("vae")  # its mean and log-variance heads run in float32
     assert "classifier" in vae and "model.encoder.0" in vae and not {"model.mu", "model.log_var"} & vae
+    aae = cast_layers("aae")  # its discriminator is differentiated through twice (codes and prior)
+    assert "model.encoder.0" in aae and not any(n.startswith("model.discriminator") for n in aae)
+    denoising = cast_layers("denoising")  # its encoder's second pass (clean images) has no gradient
+    assert {"model.encoder.0", "model.decoder.0"} <= denoising
     two_pass = cast_layers("acai")  # on the CPU the decoder and the critic run twice per step
     assert "model.encoder.0" in two_pass and not any(n.startswith(("model.decoder", "model.critic")) for n in two_pass)
     monkeypatch.setattr(encoders.acai, "_paired", functools.partial(encoders.acai._paired, batched=True))
