@@ -13,8 +13,10 @@ environment of the child process:
   sleep instead of spinning; see ``bench_threads.py``);
 - ``omp1`` — ``OMP_NUM_THREADS=1``;
 - ``omp1_mallopt`` — ``OMP_NUM_THREADS=1`` plus glibc's ``MALLOC_MMAP_THRESHOLD_=32 MiB``
-  and ``MALLOC_TRIM_THRESHOLD_=1 GiB`` (the unapplied allocator option, see
-  ``proposals.py``).
+  and ``MALLOC_TRIM_THRESHOLD_=1 GiB`` in the environment (the allocator setting of
+  ``proposals.py``; the CLI now applies it itself, so this equals ``omp1`` since then);
+- ``omp1_untuned`` — ``OMP_NUM_THREADS=1`` and ``REPEVAL_MALLOC_TUNING=0``: the CLI
+  without its allocator setting.
 
 Variants run interleaved (the order reversed every other round), ``--reps`` rounds; the
 figure is the median wall time, with the children's user and system CPU time and minor
@@ -47,7 +49,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "REPEVAL_THREADS", "OM
 MALLOPT = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 VARIANTS: dict[str, dict[str, str]] = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
                                        "omp1": {"OMP_NUM_THREADS": "1"},
-                                       "omp1_mallopt": {"OMP_NUM_THREADS": "1", **MALLOPT}}
+                                       "omp1_mallopt": {"OMP_NUM_THREADS": "1", **MALLOPT},
+                                       "omp1_untuned": {"OMP_NUM_THREADS": "1", "REPEVAL_MALLOC_TUNING": "0"}}
 DEFAULT_ARGS = "train --encoder acai --dataset digits --budget 4096 --device cpu"
 
 

@@ -1,9 +1,10 @@
-"""Measured effect of the one CPU speed option not applied to repeval's code: glibc's
-allocator thresholds.
+"""Measured effect of glibc's allocator thresholds on the trainer (a process-wide setting,
+which is why it is measured in child processes; the CLI applies it to its own process,
+``repeval/cli.py::_tune_allocator``, while the library leaves its host's allocator alone).
 
 ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` and ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` at process
-start on Linux/glibc (e.g. in ``repeval/cli.py`` before training on the CPU; or
-``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment),
+start on Linux/glibc (or ``MALLOC_MMAP_THRESHOLD_=33554432
+MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment),
 so that the 1–4 MiB activation buffers of a training step are reused from the heap
 instead of being ``mmap``-ed, page-faulted and unmapped every step. glibc's default mmap
 threshold is dynamic (it rises after a large block is freed, up to 32 MiB), so whether a
@@ -20,7 +21,6 @@ Run: ``python benchmarks/proposals.py`` (``--families acai,baseline``, ``--round
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import resource
 import statistics
@@ -38,8 +38,6 @@ import torch  # noqa: E402
 
 import bench_train as bt  # noqa: E402
 
-MMAP_THRESHOLD = 32 << 20
-TRIM_THRESHOLD = 1 << 30
 
 
 def minor_faults() -> int:
@@ -61,13 +59,10 @@ def trainer_rate(family: str, dataset, steps: int) -> float:
 
 
 def set_malloc_thresholds() -> bool:
-    """glibc only: keep freed memory in the heap (see the module docstring)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(libc.mallopt(m_trim_threshold, TRIM_THRESHOLD))
+    """The CLI's own setting (glibc only; see the module docstring)."""
+    from repeval.cli import _tune_allocator
+
+    return _tune_allocator()
 
 
 def malloc_child(families: list[str], steps: int, reps: int, tuned: bool, threads: int,

@@ -174,7 +174,39 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
 
 
 # ------------------------------------------------------------------------------ train
-def _set_threads(threads: int | None) -> None:
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 1 << 30
+
+
+def _tune_allocator() -> bool:
+    """Let glibc keep freed memory for reuse, in this process only.
+
+    A training step's activations are 1–4 MiB buffers, above glibc's default (dynamic) mmap
+    threshold, so each is mapped, page-faulted and unmapped again every step; with an mmap
+    threshold of 32 MiB and a trim threshold of 1 GiB they are reused from the heap (ACAI on
+    the CPU 1.27–1.33× faster, ``benchmarks/RESULTS.md`` §2.2). Only where glibc is the
+    allocator and the user has not set glibc's own ``MALLOC_*_THRESHOLD_`` variables;
+    ``REPEVAL_MALLOC_TUNING=0`` turns it off. It changes no result, only speed and how much
+    freed memory the process keeps (at most 1 GiB)."""
+    import ctypes
+    import os
+
+    if (os.environ.get("REPEVAL_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux")
+            or any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, another allocator preloaded under its name)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)) and bool(
+        mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
+
+
+def _setup_process(threads: int | None) -> None:
+    """Allocator and threads for a compute command (train, run, extract)."""
+    _tune_allocator()
     if threads is None:
         return
     import faiss
@@ -221,7 +253,7 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
     from repeval import data
     from repeval.train import train as train_spec
 
-    _set_threads(threads)
+    _setup_process(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
     _announce_budget([(spec, device)], budget)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
@@ -259,7 +291,7 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
     from repeval import data, pipeline
     from repeval.store import Store, format_results, summarise
 
-    _set_threads(threads)
+    _setup_process(threads)
     names = list(encoders.REGISTRY) if "all" in encoder_names else list(dict.fromkeys(encoder_names))
     task_list = pipeline.expand_tasks(tasks, dataset)
     overrides: dict[str, dict[str, Any]] = {}
@@ -303,7 +335,7 @@ def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed
     from repeval import extract as ex
     from repeval.train import train as train_spec
 
-    _set_threads(threads)
+    _setup_process(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
     _announce_budget([(spec, device)], budget)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))

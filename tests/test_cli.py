@@ -129,3 +129,19 @@ def test_threads_option_sets_torch_threads_and_is_recorded(cli, tmp_path):
     finally:
         torch.set_num_threads(before)
     assert "Error" in cli("run", "--encoder", "pca", "--task", "knn", "--threads", "0", expect=2).output
+
+
+def test_compute_commands_tune_glibcs_allocator_unless_told_not_to(monkeypatch):
+    import platform
+
+    from repeval.cli import _tune_allocator
+
+    for name in ("REPEVAL_MALLOC_TUNING", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert _tune_allocator() is True  # mallopt accepted both thresholds
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")  # the user's own glibc setting wins
+    assert _tune_allocator() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("REPEVAL_MALLOC_TUNING", "0")
+    assert _tune_allocator() is False
