@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All CPU benchmarks, one after the other: quick (default, under 10 minutes on a 2-core
-# machine: 8 min 59 s at load 3-4, the default-thread CLI run capped at 120 s) or full
+# machine: 8 min 59 s at load 3-4, 6 min 21 s at load 0.4-1.3; the default-thread CLI run capped at 120 s) or full
 # (--full, not timed: 40 minutes or more, each default-thread CLI run capped at 300 s).
 # JSON results go to $OUT (default /tmp/repeval-bench-<time>); figures are printed as
 # they come.
