@@ -42,7 +42,7 @@ from repeval.report.tables import (
     Cell, Column, DataStatus, Ours, PaperRow, PaperTable, Row, ScoreTable, anchor, data_status, dataset_rank,
     encoder_rank, fmt_budget, fmt_budget_share, load_paper, paper_tables, score_tables)
 from repeval.specs import PAPER_BUDGET
-from repeval.store import DB_FILENAME, Store, group_key
+from repeval.store import DB_FILENAME, GROUP_COLUMNS, Store, group_key
 
 
 def _paper_json() -> Path:
@@ -360,8 +360,12 @@ def _lines_view(tables: list[ScoreTable], comparisons: list[PaperTable],
                     continue
                 seen.add(key)
                 found = previews[(table.anchor, i)]
-                counts = undefined.get((table.dataset, row.encoder, row.latent, row.latent_dim, row.budget,
-                                        "interpolation", "smoothness", smooth_col.settings)) if smooth_col else None
+                counts = None
+                if smooth_col:  # the group_key of this row's smoothness scores
+                    group = {"dataset": table.dataset, "encoder": row.encoder, "latent": row.latent,
+                             "latent_dim": row.latent_dim, "budget": row.budget, "task": "interpolation",
+                             "metric": "smoothness"}
+                    counts = undefined.get((*(group[c] for c in GROUP_COLUMNS), smooth_col.settings))
                 out.append(LinesRow(table, i, dist, smooth, beside(table, row, "mean_distance", dist_col),
                                     beside(table, row, "smoothness", smooth_col) if smooth_col else None,
                                     found["interpolations"] if found else None,
