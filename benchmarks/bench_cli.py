@@ -45,8 +45,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from repeval.cli import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD  # noqa: E402
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "REPEVAL_THREADS", "OMP_WAIT_POLICY")
-MALLOPT = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+# the CLI's own setting, through glibc's environment variables
+MALLOPT = {"MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(MALLOC_TRIM_THRESHOLD)}
 VARIANTS: dict[str, dict[str, str]] = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
                                        "omp1": {"OMP_NUM_THREADS": "1"},
                                        "omp1_mallopt": {"OMP_NUM_THREADS": "1", **MALLOPT},

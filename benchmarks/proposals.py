@@ -58,16 +58,11 @@ def trainer_rate(family: str, dataset, steps: int) -> float:
     return bt.steady_rate(stamps, 64)
 
 
-def set_malloc_thresholds() -> bool:
-    """The CLI's own setting (glibc only; see the module docstring)."""
-    from repeval.cli import _tune_allocator
-
-    return _tune_allocator()
-
-
 def malloc_child(families: list[str], steps: int, reps: int, tuned: bool, threads: int,
                  data_dir: str | None) -> dict[str, Any]:
-    applied = set_malloc_thresholds() if tuned else False
+    from repeval.cli import _tune_allocator  # the CLI's own setting (glibc only)
+
+    applied = _tune_allocator() if tuned else False
     torch.set_num_threads(threads)
     dataset = common.load_dataset("mnist", data_dir)
     out: dict[str, Any] = {"mallopt": applied}
