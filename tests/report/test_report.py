@@ -88,7 +88,7 @@ def test_paper_tables_beside_ours_with_difference_and_status(html):
         ["MNIST", "32", "baseline", "77.56†", "60.00 ± 10.00", "2", "mnist map", B, "\u221217.56"],
         ["MNIST", "32", "acai", "94.38†", "85.00 ± 5.00", "2", "mnist map", B, "\u22129.38"],
     ]
-    status = "unverified: recollection of the paper&#39;s table, not checked against the PDF (acai.md [PAPER?])"
+    status = "unverified: recollection of the paper&#39;s table, not checked against the PDF (docs/protocol.md §9)"
     assert f'<span class="paper unverified" title="{status}">98.25 ± 0.11<sup>†</sup></span>' in html
     assert "2 of 37 paper values have a matching score in this workdir." in html
     assert "Ours here: 16,384 (2¹⁴) (1/1,024 of the paper&#39;s)." in html

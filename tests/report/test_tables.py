@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repeval.report.tables import (
-    PAPER_DECIMALS, data_status, fmt_budget, fmt_budget_share, fmt_mean_std, fmt_number, fmt_signed,
-    load_paper, paper_tables, score_tables)
+from repeval.report.data_status import data_status
+from repeval.report.format import fmt_budget, fmt_budget_share, fmt_mean_std, fmt_number, fmt_signed
+from repeval.report.paper import PAPER_DECIMALS, load_paper, paper_tables
+from repeval.report.scores import score_tables
 
 PAPER_JSON = Path(__file__).resolve().parents[2] / "reports" / "paper.json"
 
@@ -140,7 +141,7 @@ def test_paper_numbers_file_holds_the_recalled_tables_only():
     paper = json.loads(PAPER_JSON.read_text(encoding="utf-8"))
     values = {t["id"]: t["values"] for t in paper["tables"]}
     assert {k: len(v) for k, v in values.items()} == {"table1": 14, "table2": 37, "table3": 24}
-    status = "unverified: recollection of the paper's table, not checked against the PDF (acai.md [PAPER?])"
+    status = "unverified: recollection of the paper's table, not checked against the PDF (docs/protocol.md §9)"
     assert {v["status"] for vs in values.values() for v in vs} == {status}
     cell = {(t, v["dataset"], v["latent_dim"], v["encoder"], v["quantity"]): (v["mean"], v["std"])
             for t, vs in values.items() for v in vs}
@@ -170,7 +171,7 @@ def test_paper_file_with_an_unknown_quantity_is_refused():
 def test_previews_that_are_not_uint8_image_stacks_are_skipped(tmp_path):
     from report_synthetic import previews
 
-    from repeval.report.figures import load_previews
+    from repeval.previews import load_previews
 
     good = previews(1, 0)
     np.savez(tmp_path / "previews-map.npz", **good)
