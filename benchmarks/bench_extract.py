@@ -9,7 +9,7 @@ repeval does.
 Contenders, interleaved (see ``common.interleaved``):
 
 - ``repeval`` — ``encode(model, x, latent, device)`` at repeval's own batch size
-  (``repeval.extract.eval_batch_size``: 256 on a CPU, 1,024 on a GPU; ``--batch-size``
+  (``repeval.devices.eval_batch_size``: 256 on a CPU, 1,024 on a GPU; ``--batch-size``
   overrides it) (eval mode, ``no_grad``, float32, batches moved to the device and latents
   copied back to the host);
 - ``plain`` — the same batches under ``torch.inference_mode``, latents left on the device
@@ -38,7 +38,7 @@ PAPER = {"mnist": (1, 256), "cifar10": (3, 1024)}
 
 def build_encoder(dataset_name: str, device: str):
     from repeval.specs import make_spec
-    from repeval.train import build_model
+    from encoders import build_model
 
     colors, latent_dim = PAPER[dataset_name]
     torch.manual_seed(0)
@@ -67,7 +67,8 @@ def plain_encode(model, x: torch.Tensor, device: str, batch_size: int) -> torch.
 
 def measure(model, x: torch.Tensor, device: str, batch_size: int | None, batch_sizes: list[int],
             reps: int) -> dict[str, Any]:
-    from repeval.extract import encode, eval_batch_size
+    from repeval.devices import eval_batch_size
+    from repeval.extract import encode
 
     batch_size = batch_size or eval_batch_size(device)
 

@@ -46,7 +46,8 @@ def make_latents(kind: str, dataset, device: str, budget: int):
     from repeval.extract import encode
     from repeval.probes import Latents
     from repeval.specs import make_spec
-    from repeval.train import build_model, train
+    from encoders import build_model
+    from repeval.train import train
 
     if kind == "pca":
         model = build_model(make_spec("pca", "mnist", latent_dim=256), dataset.channels)

@@ -76,7 +76,7 @@ def make_spec(family: str):
 
 
 def build(family: str):
-    from repeval.train import build_model
+    from encoders import build_model
 
     torch.manual_seed(0)
     return build_model(make_spec(family), 1)

@@ -344,7 +344,7 @@ def extract_throughput(c: Check) -> dict[str, Any]:
     from repeval.extract import encode
     from repeval.probes import Latents
     from repeval.specs import make_spec
-    from repeval.train import build_model
+    from encoders import build_model
 
     if c.acai_checkpoint is not None:
         model, source = c.acai_checkpoint.load_model(c.device), "the ACAI run of acai_throughput"
@@ -457,7 +457,7 @@ def graphs_and_compile(c: Check) -> dict[str, Any]:
     """ACAI steps at batch 64 outside the trainer: eager, a CUDA graph of the whole step (bf16
     or fp32, channels-last or not) and ``torch.compile``; images/s over ``n`` steps after warm-up."""
     from repeval.data.base import to_float
-    from repeval.train import build_model
+    from encoders import build_model
 
     if not c.device.startswith("cuda"):
         return {"status": "skipped", "reason": "CUDA graphs and inductor's GPU kernels need CUDA"}

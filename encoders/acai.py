@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from encoders import register
+from encoders.registry import register
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, Encoder, mse
 

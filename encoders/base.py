@@ -112,6 +112,13 @@ class Autoencoder(nn.Module):
         self.hp: dict[str, Any] = {**self.hparams, **hparams}
 
     @classmethod
+    def build(cls, colors: int, depth: int, latent_dim: int, hparams: dict[str, Any]) -> "Autoencoder":
+        """The untrained module for images of ``colors`` channels: the paper's conv stacks of
+        first-layer width ``depth`` around the latent map of ``latent_dim`` values
+        (:data:`LATENT_SHAPES`). Reference encoders override this (any size is theirs)."""
+        return cls(Arch.for_latent_dim(colors, depth, latent_dim), **hparams)
+
+    @classmethod
     def default_latent(cls) -> str:
         return next(iter(cls.latents))
 

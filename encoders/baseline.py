@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from encoders import register
+from encoders.registry import register
 from encoders.base import Step
 from encoders.layers import ConvAutoencoder
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from encoders import register
+from encoders.registry import register
 from encoders.base import Step
 from encoders.layers import ConvAutoencoder
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from encoders import register
+from encoders.registry import register
 from encoders.base import IMAGE_SIZE, Arch, Autoencoder
 from encoders.layers import full_precision
 
@@ -24,8 +24,20 @@ def pixel_count(colors: int) -> int:
     return colors * IMAGE_SIZE * IMAGE_SIZE
 
 
+class Reference(Autoencoder):
+    """What the reference encoders share: fitted, not trained, and sized by their latent alone."""
+
+    learned = False
+
+    @classmethod
+    def build(cls, colors: int, depth: int, latent_dim: int, hparams: dict) -> "Reference":
+        """A reference encoder needs no conv map: ``Arch(colors, depth, 1, latent_dim)`` carries
+        the image channels and the latent size (any size, not only the paper's maps)."""
+        return cls(Arch(colors, depth, 1, latent_dim), **hparams)
+
+
 @register
-class Pixels(Autoencoder):
+class Pixels(Reference):
     """The image itself: encode = flatten (C·32·32 values), decode = reshape.
 
     Interpolating two latents is a pixel-space cross-fade. ``fit`` does nothing.
@@ -33,7 +45,6 @@ class Pixels(Autoencoder):
 
     name = "pixels"
     summary = "raw pixels, flattened (no training)"
-    learned = False
     hparams = {}
     latents = {"pixels": "the flattened image, C*32*32 values in [-1, 1]"}
 
@@ -67,7 +78,7 @@ class Pixels(Autoencoder):
 
 
 @register
-class PCA(Autoencoder):
+class PCA(Reference):
     """Principal components of the centred, flattened train images.
 
     ``fit`` computes the train mean μ and the covariance Σ (x − μ)(x − μ)ᵀ in float64,
@@ -81,7 +92,6 @@ class PCA(Autoencoder):
 
     name = "pca"
     summary = "top principal components of the train images (no training)"
-    learned = False
     hparams = {}
     latents = {"components": "projections on the top-k principal components of the train images"}
 

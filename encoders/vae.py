@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from encoders import register
+from encoders.registry import register
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, dense, full_precision
 

@@ -14,23 +14,17 @@ settings, for stores that hold the same probe under several settings (e.g. a kNN
 over k); :func:`write_baseline` always writes it. ``value`` may be ``null`` for NaN.
 
 Allowed deviation = max(abs, rel·|baseline value|), from the row's ``tolerance``, else the
-file's per-metric ``tolerances``, else the built-in default below (missing ``abs``/``rel``
-count as 0). A deviation equal to the allowed one passes (up to float rounding). Built-in
-defaults, tight because the CI suite is deterministic on a CPU:
+file's ``tolerances`` (keyed ``"task.metric"`` or, for every task's metric of that name,
+``"metric"``), else the default its probe declares (:class:`repeval.probes.Metric`;
+missing ``abs``/``rel`` count as 0). A deviation equal to the allowed one passes (up to
+float rounding). The built-in probes declare tight defaults, because the CI suite is
+deterministic on a CPU: 0.005 on accuracies, NMI and ARI; 5 % relative on mean distance;
+0.01 on smoothness. A stored metric that no registered probe declares is compared exactly.
 
-=====================================  ===========  =============
-metric                                 abs          rel
-=====================================  ===========  =============
-accuracy, accuracy_online, nmi, ari    0.005        0
-mean_distance                          0            0.05
-smoothness                             0.01         0
-any other metric                       0 (exact)    0
-=====================================  ===========  =============
-
-Directions: higher is better for accuracy, accuracy_online, nmi and ari; lower is better
-for mean_distance and smoothness (acai.md §4.3-4.4); any other metric is compared two-sided
-(every change beyond tolerance is a regression). NaN equals NaN; NaN against a number, in
-either direction, is a regression.
+Directions come from the same declarations (higher is better for accuracies, NMI, ARI;
+lower for mean distance and smoothness); a metric declared without a direction, or not
+declared, is compared two-sided (every change beyond tolerance is a regression). NaN equals
+NaN; NaN against a number, in either direction, is a regression.
 
 Statuses: ``regression`` (fails), ``missing`` (in the baseline, not in the store: fails),
 ``improvement`` (beyond tolerance in the good direction: passes, and suggests refreshing
@@ -46,8 +40,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from repeval.errors import UserError
+from repeval.jsonio import canonical_json, json_safe
 from repeval.paths import atomic_write_text
-from repeval.store import aligned_table, canonical_json, json_safe
+from repeval.probes.base import Tolerance
+from repeval.probes.registry import metric_facts
+from repeval.results import aligned_table
 
 FORMAT = "repeval-baseline"
 VERSION = 1
@@ -69,27 +66,20 @@ class RowKey(NamedTuple):
 INT_KEYS = ("latent_dim", "budget", "seed")
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """Allowed deviation from a baseline value: max(abs, rel·|value|)."""
-
-    abs: float = 0.0
-    rel: float = 0.0
-
-    def allowed(self, baseline: float) -> float:
-        return max(self.abs, self.rel * abs(baseline)) if math.isfinite(baseline) else self.abs
-
-
-DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    "accuracy": Tolerance(abs=0.005), "accuracy_online": Tolerance(abs=0.005),
-    "nmi": Tolerance(abs=0.005), "ari": Tolerance(abs=0.005),
-    "mean_distance": Tolerance(rel=0.05), "smoothness": Tolerance(abs=0.01),
-}
 EXACT = Tolerance()
 
-# +1: higher is better; -1: lower is better; metrics not listed are two-sided.
-DIRECTIONS: dict[str, int] = {"accuracy": 1, "accuracy_online": 1, "nmi": 1, "ari": 1,
-                              "mean_distance": -1, "smoothness": -1}
+
+def default_tolerance(task: str, metric: str) -> Tolerance:
+    """The tolerance the probe declares for ``task``'s ``metric`` (exact when undeclared)."""
+    facts = metric_facts(task, metric)
+    return facts.tolerance if facts is not None else EXACT
+
+
+def _direction(task: str, metric: str) -> int | None:
+    """+1 when higher is better, −1 when lower is, None when two-sided."""
+    facts = metric_facts(task, metric)
+    return {"higher": 1, "lower": -1}.get(facts.direction) if facts is not None else None
+
 
 # Float rounding slack so that a deviation exactly at the tolerance passes.
 ROUNDING = 1e-12
@@ -113,10 +103,11 @@ class Baseline:
         """The row's own tolerance, else the file's for the metric, else the built-in default."""
         if row.tolerance is not None:
             return row.tolerance
-        metric = row.key.metric
-        if metric in self.tolerances:
-            return self.tolerances[metric]
-        return DEFAULT_TOLERANCES.get(metric, EXACT)
+        task, metric = row.key.task, row.key.metric
+        for key in (f"{task}.{metric}", metric):
+            if key in self.tolerances:
+                return self.tolerances[key]
+        return default_tolerance(task, metric)
 
 
 @dataclass(frozen=True)
@@ -305,8 +296,7 @@ def write_baseline(rows: list[dict[str, Any]], path: Path,
                         f"settings, so a check could not tell them apart:\n{listing}\n"
                         "Write the baseline from a workdir holding one run per key (e.g. a fresh --workdir).")
     if tolerances is None:
-        tolerances = {m: DEFAULT_TOLERANCES[m] for m in sorted({r["metric"] for r in rows})
-                      if m in DEFAULT_TOLERANCES}
+        tolerances = _declared_tolerances(rows)
     ordered = sorted(by_identity.items(), key=lambda item: item[0])
     # One tolerance and one row per line, so that a refreshed baseline diffs row by row in review.
     tolerance_lines = [f"{json.dumps(m)}: {json.dumps({'abs': t.abs, 'rel': t.rel})}"
@@ -320,14 +310,31 @@ def write_baseline(rows: list[dict[str, Any]], path: Path,
     return len(ordered)
 
 
-def _verdict(metric: str, baseline: float, current: float, allowed: float) -> str:
+def _declared_tolerances(rows: list[dict[str, Any]]) -> dict[str, Tolerance]:
+    """The declared tolerances of the metrics in ``rows``, keyed by metric name where every
+    task with that metric declares the same, else by ``task.metric``; undeclared ones left out."""
+    by_metric: dict[str, dict[str, Tolerance]] = {}
+    for task, metric in sorted({(r["task"], r["metric"]) for r in rows}):
+        facts = metric_facts(task, metric)
+        if facts is not None:
+            by_metric.setdefault(metric, {})[task] = facts.tolerance
+    out: dict[str, Tolerance] = {}
+    for metric, per_task in by_metric.items():
+        if len(set(per_task.values())) == 1:
+            out[metric] = next(iter(per_task.values()))
+        else:
+            out.update({f"{task}.{metric}": tol for task, tol in per_task.items()})
+    return dict(sorted(out.items()))
+
+
+def _verdict(key: RowKey, baseline: float, current: float, allowed: float) -> str:
     if math.isnan(baseline) or math.isnan(current):
         return "unchanged" if math.isnan(baseline) and math.isnan(current) else "regression"
     delta = current - baseline
     slack = ROUNDING * max(1.0, abs(baseline), abs(current))
     if abs(delta) <= allowed + slack:
         return "unchanged"
-    direction = DIRECTIONS.get(metric)
+    direction = _direction(key.task, key.metric)
     if direction is None:
         return "regression"
     return "improvement" if delta * direction > 0 else "regression"
@@ -362,7 +369,7 @@ def compare(baseline: Baseline, rows: list[dict[str, Any]]) -> CheckResult:
         match = candidates[0]
         used.add(id(match))
         current = float(match["value"])
-        comparisons.append(Comparison(entry.key, _verdict(entry.key.metric, entry.value, current, allowed),
+        comparisons.append(Comparison(entry.key, _verdict(entry.key, entry.value, current, allowed),
                                       baseline=entry.value, current=current, allowed=allowed))
     comparisons += [Comparison(row_key(r), "extra", current=float(r["value"])) for r in rows if id(r) not in used]
     comparisons.sort(key=lambda c: (STATUS_ORDER.index(c.status), c.key))

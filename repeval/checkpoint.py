@@ -76,7 +76,7 @@ class Checkpoint:
 
     def load_model(self, device: str = "cpu"):
         """The trained model, in eval mode, on ``device``."""
-        from repeval.train import build_model
+        from encoders import build_model
 
         state = self.load_state(device)
         model = build_model(self.spec, int(state["colors"]))

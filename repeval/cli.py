@@ -17,9 +17,6 @@ import click
 from repeval import __version__
 from repeval.errors import UserError
 
-ENCODER_NAMES = ("baseline", "dropout", "denoising", "vae", "aae", "vqvae", "acai", "pixels", "pca")
-TASK_NAMES = ("linear", "kmeans", "knn", "interpolation")
-
 
 def common_options(f):
     """``--workdir``, ``--data-dir`` and ``--allow-unverified`` on every command."""
@@ -44,7 +41,8 @@ def spec_options(f):
     """What identifies a run: encoder, dataset, latent size, budget, seed, device."""
     for option in reversed([
         click.option("--dataset", default="mnist", show_default=True,
-                     help="mnist, svhn, svhn-extra, cifar10, lines, digits, or npz:PATH."),
+                     help="A registered dataset (`repeval datasets` lists them: mnist, svhn, svhn-extra, "
+                          "cifar10, lines, digits, and any from plugins), or npz:PATH for your own arrays."),
         click.option("--latent-dim", type=int, default=None,
                      help="Latent size: 32, 256 or 1024 on images (default 256), 64 or 256 on lines "
                           "(default 64); any number of components for pca."),
@@ -145,7 +143,6 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
     import encoders
     from repeval import data
     from repeval.specs import make_spec
-    from repeval.train import build_model
 
     entry = data.get(dataset)
     rows = []
@@ -156,21 +153,49 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
             if family.learned:
                 raise
             spec = make_spec(name, dataset)  # a reference encoder whose size is fixed (pixels)
-        model = build_model(spec, entry.channels)
-        rows.append({"name": name, "learned": family.learned, "summary": family.summary,
+        model = encoders.build_model(spec, entry.channels)
+        rows.append({"name": name, "source": encoders.REGISTRY.source(name), "learned": family.learned,
+                     "summary": family.summary,
                      "latent_dim": spec.latent_dim, "latents": dict(family.latents),
                      "hparams": dict(family.hparams), "parameters": model.parameter_counts()})
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
     click.echo(f"Families on {dataset} (depth {entry.depth}); parameter counts per part.")
-    click.echo(f"{'encoder':<10} {'dim':>5} {'encoder':>10} {'decoder':>10} {'other':>24}  latents")
+    width = max(10, *(len(r["name"]) for r in rows))
+    click.echo(f"{'encoder':<{width}} {'dim':>5} {'encoder':>10} {'decoder':>10} {'other':>24}  {'latents':<22} from")
     for r in rows:
         p = dict(r["parameters"])
         enc, dec = p.pop("encoder", 0), p.pop("decoder", 0)
         other = ", ".join(f"{k} {v:,}" for k, v in p.items()) or "-"
-        click.echo(f"{r['name']:<10} {r['latent_dim']:>5} {enc:>10,} {dec:>10,} {other:>24}  "
-                   f"{'/'.join(r['latents'])}")
+        click.echo(f"{r['name']:<{width}} {r['latent_dim']:>5} {enc:>10,} {dec:>10,} {other:>24}  "
+                   f"{'/'.join(r['latents']):<22} {r['source']}")
+
+
+# ------------------------------------------------------------------------------ tasks
+@main.command("tasks")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tasks_cmd(as_json: bool):
+    """List the probes with their metrics: direction, default check tolerance, what they need."""
+    from dataclasses import asdict
+
+    from repeval.data import DATASETS
+    from repeval.probes import TASKS
+
+    rows = [{"name": name, "source": TASKS.source(name), "summary": task.summary,
+             "needs_model": task.needs_model, "requires": sorted(task.requires),
+             "datasets": [e.name for e in DATASETS.values() if task.applies_to(e)] if task.requires else "all",
+             "metrics": [{**asdict(m), "tolerance": asdict(m.tolerance)} for m in task.metrics]}
+            for name, task in TASKS.items()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        where = "" if r["datasets"] == "all" else f" (datasets: {', '.join(r['datasets'])})"
+        click.echo(f"{r['name']} [{r['source']}]: {r['summary']}{where}")
+        for m in r["metrics"]:
+            tol = ", ".join(f"{k} {v:g}" for k, v in m["tolerance"].items() if v) or "exact"
+            click.echo(f"    {m['name']:<16} {m['direction']:<6} is better; check tolerance {tol}")
 
 
 # ------------------------------------------------------------------------------ train
@@ -218,8 +243,8 @@ def _setup_process(threads: int | None) -> None:
 
 def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: str, hparams):
     import encoders
+    from repeval.devices import resolve_device
     from repeval.specs import make_spec
-    from repeval.train import resolve_device
 
     device = resolve_device(device)
 
@@ -240,7 +265,7 @@ def _announce_budget(specs, budget) -> None:
 
 
 @main.command()
-@click.option("--encoder", required=True, type=click.Choice(ENCODER_NAMES), help="The family to train.")
+@click.option("--encoder", required=True, help="The family to train (`repeval encoders` lists them).")
 @spec_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and noise.")
 @common_options
@@ -264,9 +289,10 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
 # ------------------------------------------------------------------------------ run
 @main.command()
 @click.option("--encoder", "encoder_names", required=True, multiple=True,
-              type=click.Choice((*ENCODER_NAMES, "all")), help="Family to evaluate (repeatable, or all).")
-@click.option("--task", "tasks", required=True, multiple=True, type=click.Choice((*TASK_NAMES, "all")),
-              help="Probe to run (repeatable, or all: every task that applies to the dataset).")
+              help="Family to evaluate (repeatable, or all); `repeval encoders` lists them.")
+@click.option("--task", "tasks", required=True, multiple=True,
+              help="Probe to run (repeatable, or all: every task that applies to the dataset); `repeval tasks` "
+                   "lists them.")
 @spec_options
 @click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True,
               help="Seed (repeatable: each seed is a separate run; the table shows mean ± std).")
@@ -289,10 +315,14 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
     """
     import encoders
     from repeval import data, pipeline
-    from repeval.store import Store, format_results, summarise
+    from repeval.results import format_results
+    from repeval.store import Store
+    from repeval.summary import summarise
 
     _setup_process(threads)
     names = list(encoders.REGISTRY) if "all" in encoder_names else list(dict.fromkeys(encoder_names))
+    for name in names:
+        encoders.get(name)  # an unknown name fails here, before any work
     task_list = pipeline.expand_tasks(tasks, dataset)
     overrides: dict[str, dict[str, Any]] = {}
     for key, value in _parse_assignments(settings, "--set").items():
@@ -321,7 +351,7 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
 
 # ------------------------------------------------------------------------------ extract
 @main.command()
-@click.option("--encoder", required=True, type=click.Choice(ENCODER_NAMES), help="The family.")
+@click.option("--encoder", required=True, help="The family (`repeval encoders` lists them).")
 @spec_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run.")
 @click.option("--latent", default=None, help="Which tensor is the latent (default: the family's).")
@@ -356,7 +386,8 @@ def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed
 @common_options
 def results(fmt, dataset, encoder, task, workdir, data_dir, allow_unverified):
     """Print every stored score (one row per run, task and metric)."""
-    from repeval.store import Store, format_results
+    from repeval.results import format_results
+    from repeval.store import Store
 
     filters = {k: v for k, v in {"dataset": dataset, "encoder": encoder, "task": task}.items() if v}
     with Store.in_workdir(workdir) as store:

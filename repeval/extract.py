@@ -17,13 +17,9 @@ import torch
 
 from repeval.checkpoint import Checkpoint, weights_digest
 from repeval.data.base import Dataset, to_float
+from repeval.devices import eval_batch_size
+from repeval.latents import Latents
 from repeval.paths import atomic_write_bytes
-
-
-def eval_batch_size(device: str) -> int:
-    """Images per forward pass in evaluation: 1,024 on a GPU; 256 on a CPU, where smaller
-    activations stay in cache (about 2x faster on a 2-core CPU, benchmarks/RESULTS.md)."""
-    return 1024 if device.startswith("cuda") else 256
 
 
 @torch.no_grad()
@@ -42,10 +38,8 @@ def extract(checkpoint: Checkpoint, dataset: Dataset, latent: str | None, device
             batch_size: int | None = None, model=None):
     """Latents of ``dataset``'s splits for the checkpoint's encoder, from cache when possible.
 
-    Returns a :class:`repeval.probes.Latents`.
+    Returns a :class:`repeval.latents.Latents`.
     """
-    from repeval.probes import Latents
-
     model = model if model is not None else checkpoint.load_model(device)
     latent = model.check_latent(latent)
     digest = weights_digest(model.state_dict())

@@ -6,14 +6,12 @@ what it computed.
 
 from __future__ import annotations
 
-import io
 import statistics
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from repeval.errors import UserError
 from repeval.specs import RunSpec
@@ -22,21 +20,25 @@ ONLINE_MEDIAN_OF = 20  # the paper reports the median of the last 20 online eval
 
 
 def expand_tasks(tasks: tuple[str, ...] | list[str], dataset: str) -> list[str]:
-    """``all`` → every task that applies to ``dataset``; validates names, keeps order, no repeats."""
+    """``all`` → every registered task that applies to ``dataset`` (its ``requires`` are among
+    the dataset's ``features``); validates names, keeps order, no repeats. Naming a task
+    that does not apply is a :class:`UserError` saying which datasets it needs."""
+    from repeval import data
     from repeval.probes import TASKS
 
-    lines = dataset == "lines"
+    entry = data.get(dataset)
     out: list[str] = []
     for t in tasks:
-        names = [n for n in TASKS if lines or n != "interpolation"] if t == "all" else [t]
-        for n in names:
-            if n not in TASKS:
-                raise UserError(f"Unknown task {n!r}. Tasks: {', '.join(TASKS)}, or all.")
-            if n == "interpolation" and not lines:
-                raise UserError(f"Task 'interpolation' is the lines benchmark: it needs --dataset lines "
-                                f"(got {dataset!r}).")
-            if n not in out:
-                out.append(n)
+        names = [name for name, task in TASKS.items() if task.applies_to(entry)] if t == "all" else [t]
+        for name in names:
+            task = TASKS.get(name)
+            if not task.applies_to(entry):
+                fitting = [e.name for e in data.DATASETS.values() if task.applies_to(e)]
+                needs = " or ".join(f"--dataset {n}" for n in fitting) or "a dataset that has them"
+                raise UserError(f"Task {name!r} needs {needs} (a dataset with {', '.join(sorted(task.requires))}, "
+                                f"which {dataset!r} lacks).")
+            if name not in out:
+                out.append(name)
     return out
 
 
@@ -51,7 +53,7 @@ def online_score(history: dict[str, Any]) -> tuple[float, dict[str, Any]] | None
 
 ONLINE_SETTINGS = {
     "protocol": "online: dense layer on the stop-gradient latent, trained alongside the autoencoder "
-                "(Adam 1e-4, same batches), scored on the full test split (acai.md §5.1)",
+                "(Adam 1e-4, same batches), scored on the full test split",
     "aggregate": f"median of the last {ONLINE_MEDIAN_OF} evaluations",
 }
 
@@ -61,6 +63,7 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
             progress: bool = True, log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
     """Train or reuse ``spec``, probe it with ``tasks``, store and return the score rows."""
     from repeval import extract as ex
+    from repeval.previews import write_previews
     from repeval.probes import TASKS, resolve_settings
     from repeval.store import Score
     from repeval.train import train
@@ -97,44 +100,3 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
 def _seeded(task, seed: int) -> dict[str, Any]:
     """Probes with a seed take the run's seed, so seeds spread probes as well as training."""
     return {"seed": seed} if any(f.name == "seed" for f in fields(task.settings)) else {}
-
-
-PREVIEW_IMAGES = 8
-PREVIEW_PAIRS = 4
-PREVIEW_STEPS = 10
-
-
-def write_previews(path: Path, model, dataset, latent: str, device: str) -> Path:
-    """Reconstructions and latent interpolations of fixed test images, for the report.
-
-    ``previews-<latent>.npz``: ``originals`` and ``reconstructions`` (8×C×32×32) and
-    ``interpolations`` (4 pairs × 10 steps × C×32×32, endpoints included), uint8 in display
-    scale. Pairs are test images 0↔1, 2↔3, 4↔5, 6↔7.
-    """
-    import torch
-
-    from repeval.data.base import to_float
-    from repeval.paths import atomic_write_bytes
-
-    out = path / f"previews-{latent}.npz"
-    if out.is_file():
-        return out
-    n = min(PREVIEW_IMAGES, len(dataset.test))
-    with torch.no_grad():
-        model.eval()
-        x = to_float(dataset.test.x[:n].to(device))
-        z = model.encode(x, latent)
-        recon = model.decode(z, latent)
-        pairs = min(PREVIEW_PAIRS, n // 2)
-        za, zb = z[0:2 * pairs:2], z[1:2 * pairs:2]
-        t = torch.linspace(0, 1, PREVIEW_STEPS, device=z.device).view(1, -1, 1)
-        zi = (1 - t) * za[:, None] + t * zb[:, None]
-        interp = model.decode(zi.reshape(-1, z.shape[1]), latent).reshape(pairs, PREVIEW_STEPS, *x.shape[1:])
-
-    def to_uint8(t):
-        return ((t.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, originals=to_uint8(x), reconstructions=to_uint8(recon), interpolations=to_uint8(interp))
-    atomic_write_bytes(out, buf.getvalue())
-    return out

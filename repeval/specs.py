@@ -14,11 +14,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from repeval.devices import CPU_BUDGET, PAPER_BUDGET, default_budget  # noqa: F401  (CPU_BUDGET: public)
 from repeval.errors import UserError
 
 SPEC_VERSION = 1
-PAPER_BUDGET = 2 ** 24  # images, as the paper counts (acai.md §3.1)
-CPU_BUDGET = 2 ** 14  # default on a CPU: ~2 minutes of ACAI on MNIST on a 2-core laptop
 BATCH_SIZE = 64
 LEARNING_RATE = 1e-4
 ONLINE_EVAL_EVERY = 2 ** 16  # images between online-classifier evaluations (paper: report_kimg=64)
@@ -64,11 +63,6 @@ class RunSpec:
         """Readable and unique: ``acai-mnist-256-b16384-s0-1a2b3c4d5e6f``."""
         data = re.sub(r"[^A-Za-z0-9._-]+", "_", self.dataset)[-40:]
         return f"{self.encoder}-{data}-{self.latent_dim}-b{self.budget}-s{self.seed}-{self.digest}"
-
-
-def default_budget(device: str) -> int:
-    """The paper's 2^24 images on a GPU; 2^14 on a CPU (announced by the commands)."""
-    return PAPER_BUDGET if device.startswith("cuda") else CPU_BUDGET
 
 
 def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budget: int | None = None,

@@ -1,5 +1,7 @@
 """The results store: one embedded SQLite database per workdir (``<workdir>/repeval.db``).
 
+SQLite only: aggregation over seeds is :mod:`repeval.summary`, text output :mod:`repeval.results`.
+
 Two tables (DESIGN.md, "store"):
 
 * ``runs`` — one row per trained (or fitted) encoder: its RunSpec, provenance and
@@ -25,8 +27,6 @@ database written by a newer repeval is refused with a :class:`~repeval.errors.Us
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import sqlite3
@@ -38,9 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from repeval.errors import UserError
+from repeval.jsonio import canonical_json
 
 DB_FILENAME = "repeval.db"
 SCHEMA_VERSION = 1
@@ -48,17 +47,9 @@ BUSY_TIMEOUT_S = 30.0
 
 FilterValue = str | int | Sequence[str | int] | None
 
-# Columns of a score row as returned by Store.scores() and written by format_results("csv").
+# Columns of a score row as returned by Store.scores() (and written by repeval.results as CSV).
 SCORE_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "seed", "budget", "task", "metric",
                  "value", "settings", "details", "wall_time_s", "run_id", "created_at")
-# Columns shown by format_results("table"): compact, settings abbreviated.
-TABLE_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "seed", "task", "metric",
-                 "value", "settings")
-# Columns shown by format_results("summary") for summarise() groups.
-SUMMARY_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "task", "metric", "mean", "std",
-                   "n", "settings")
-NUMERIC_COLUMNS = {"latent_dim", "budget", "seed", "value", "mean", "std", "n"}
-SETTINGS_WIDTH = 32
 # Stable order of score rows (Store.scores, summarise).
 SCORE_ORDER = ("dataset", "latent_dim", "encoder", "task", "metric", "seed", "budget", "latent",
                "settings", "run_id")
@@ -123,29 +114,6 @@ class Score:
     settings: dict[str, Any]
     details: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
-
-
-def _json_default(obj: Any) -> Any:
-    """Encode numpy scalars and arrays (probes often return them) as plain JSON values."""
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def canonical_json(obj: Any) -> str:
-    """Compact JSON with sorted keys: equal settings always give equal text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by ``None`` (strict JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 def _now() -> str:
@@ -328,113 +296,3 @@ class Store:
             row["spec"] = json.loads(row["spec"])
             row["provenance"] = json.loads(row["provenance"])
         return rows
-
-
-def _abbreviate(settings: dict[str, Any]) -> str:
-    text = ",".join(f"{k}={canonical_json(v)}" for k, v in sorted(settings.items()))
-    return text if len(text) <= SETTINGS_WIDTH else text[:SETTINGS_WIDTH - 3] + "..."
-
-
-def aligned_table(headers: Sequence[str], cells: Sequence[Sequence[str]], numeric: set[str]) -> str:
-    """Fixed-width columns: the ``numeric`` ones right-aligned, the others left-aligned."""
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if h in numeric else v.ljust(w)
-                         for h, v, w in zip(headers, values, widths)).rstrip()
-
-    return "\n".join([line(headers), *(line(r) for r in cells)])
-
-
-def _format_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "No scores stored."
-    return aligned_table(TABLE_COLUMNS, [[str(row[c]) for c in TABLE_COLUMNS[:-2]]
-                                         + [f"{row['value']:.4f}", _abbreviate(row["settings"])] for row in rows],
-                         NUMERIC_COLUMNS)
-
-
-def _format_summary(groups: list[dict[str, Any]]) -> str:
-    if not groups:
-        return "No scores stored."
-    return aligned_table(SUMMARY_COLUMNS, [
-        [str(g[c]) for c in SUMMARY_COLUMNS[:-4]]
-        + [f"{g['mean']:.4f}", f"{g['std']:.4f}" if g["n"] > 1 else "-", str(g["n"]), _abbreviate(g["settings"])]
-        for g in groups], NUMERIC_COLUMNS)
-
-
-def _format_csv(rows: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(SCORE_COLUMNS)
-    for row in rows:
-        writer.writerow(
-            ["" if isinstance(row[c], float) and math.isnan(row[c]) else
-             canonical_json(json_safe(row[c])) if isinstance(row[c], dict) else row[c]
-             for c in SCORE_COLUMNS])
-    return out.getvalue().rstrip("\n")  # like the other formats: the caller ends the line
-
-
-def _format_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps([json_safe({c: row[c] for c in SCORE_COLUMNS}) for row in rows], indent=2,
-                      allow_nan=False, default=_json_default)
-
-
-FORMATTERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
-    "table": _format_table, "csv": _format_csv, "json": _format_json, "summary": _format_summary}
-
-
-def format_results(rows: list[dict[str, Any]], fmt: str) -> str:
-    """Score rows (from :meth:`Store.scores`), or :func:`summarise` groups, as text.
-
-    * ``table`` — aligned columns for people; settings abbreviated to 32 characters, no
-      details, run ids or times.
-    * ``csv`` — every column of :data:`SCORE_COLUMNS`; settings/details as canonical JSON,
-      NaN as an empty field.
-    * ``json`` — a list of flat objects with every column; NaN as ``null``.
-    * ``summary`` — for the groups of :func:`summarise` (not score rows): aligned columns
-      with mean, std over seeds (``-`` for a single seed) and n.
-    """
-    if fmt not in FORMATTERS:
-        raise UserError(f"Unknown results format {fmt!r}; choose one of: {', '.join(FORMATTERS)}.")
-    return FORMATTERS[fmt](rows)
-
-
-GROUP_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "task", "metric")
-
-
-RUN_SEED = "run seed"  # summarise()'s name for a probe seed that follows the run's seed
-
-
-def group_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """The :func:`summarise` group of a score row: its :data:`GROUP_COLUMNS` values and its
-    canonical settings, with a probe seed equal to the run's seed written as :data:`RUN_SEED`."""
-    settings = row["settings"]
-    if settings.get("seed") == row["seed"]:
-        settings = {**settings, "seed": RUN_SEED}
-    return (*(row[c] for c in GROUP_COLUMNS), canonical_json(settings))
-
-
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Aggregate score rows over seeds as the paper's tables do: mean ± np.std (acai.md §4.6).
-
-    Rows are grouped by (dataset, encoder, latent, latent_dim, budget, task, metric,
-    settings), where a probe ``seed`` setting equal to the row's run seed counts as
-    ``"run seed"`` (``repeval run`` seeds each probe with its run's seed, so the seeds of one
-    configuration pool). Each group gives the group columns plus ``mean``, ``std`` (population std,
-    ddof=0), ``n`` (number of rows) and ``seeds`` (sorted). A NaN in any seed makes the
-    group's mean and std NaN, so a failed seed is never averaged away. Groups come in the
-    order of :data:`SCORE_ORDER`.
-    """
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(group_key(row), []).append(row)
-    summary = []
-    for key, members in groups.items():
-        values = np.array([m["value"] for m in members], dtype=float)
-        summary.append({**dict(zip(GROUP_COLUMNS, key)), "settings": json.loads(key[-1]),
-                        "mean": float(np.mean(values)), "std": float(np.std(values)),
-                        "n": len(members), "seeds": sorted(m["seed"] for m in members)})
-    order = [c for c in SCORE_ORDER if c in (*GROUP_COLUMNS, "settings")]
-    return sorted(summary, key=lambda s: tuple(canonical_json(s[c]) if c == "settings" else s[c]
-                                               for c in order))

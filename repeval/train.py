@@ -1,11 +1,12 @@
-"""One training loop for every family (``acai.md`` §3.1).
+"""One training loop for every family (``docs/protocol.md`` §3.1).
 
 The family supplies its losses per optimiser group (``encoders.base``); the loop owns the
 rest: batches drawn from the dataset resident on the device, Adam per group (lr 1e-4,
 β = (0.9, 0.999), ε = 1e-8 as TensorFlow's defaults), simultaneous updates from one
-forward pass, the paper's online single-layer classifier on the stop-gradient latent, bf16
-autocast (weights cast once per step) / channels-last / fused Adam / a CUDA-graph step on
-CUDA, progress, a loss history, NaN detection, periodic atomic checkpoints and exact resume.
+forward pass, the paper's online single-layer classifier on the stop-gradient latent,
+progress, a loss history, NaN detection, periodic atomic checkpoints and exact resume. On
+CUDA it trains in bf16 autocast with channels-last and fused Adam; the performance
+machinery (weights cast once per step, the CUDA-graph step) is :mod:`repeval.acceleration`.
 
 Batches: the images seen at positions ``p = step·B … step·B + B − 1`` of the stream are
 ``perm_e[p mod N]`` with ``e = p // N`` and ``perm_e`` a permutation seeded by (seed, e) —
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,41 +31,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoders import build_model
 from repeval import checkpoint as ckpt
 from repeval import provenance
+from repeval.acceleration import CastOnce, GraphStep
 from repeval.data.base import Dataset, to_float
-from repeval.extract import eval_batch_size
+from repeval.devices import eval_batch_size, is_cuda
 from repeval.errors import TrainingDiverged, UserError
 from repeval.specs import RunSpec
 
 CHECKPOINT_EVERY_S = 300.0
 HISTORY_POINTS = 200  # loss-history resolution (at most 100 steps per point)
 STATUS_EVERY_S = 60.0  # without a terminal (logs, batch jobs), a status line this often
-
-
-def build_model(spec: RunSpec, colors: int):
-    """The family of ``spec`` with the paper's architecture for its dataset and latent size."""
-    import encoders
-    from encoders.base import LATENT_SHAPES, Arch
-
-    family = encoders.get(spec.encoder)
-    if spec.latent_dim in LATENT_SHAPES:
-        arch = Arch.for_latent_dim(colors, spec.depth, spec.latent_dim)
-    else:  # reference encoders (pca) accept any number of components
-        arch = Arch(colors, spec.depth, 1, spec.latent_dim)
-    return family(arch, **spec.hparams)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; an unavailable CUDA is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device} was requested but torch sees no CUDA device "
-                        f"(torch {torch.__version__}). Use --device cpu or --device auto.")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N.")
-    return device
 
 
 class BatchStream:
@@ -112,8 +91,44 @@ def _stop_on_signals(trainer: "Trainer"):
             signal.signal(sig, old)
 
 
+@dataclass
+class _State:
+    """What a checkpoint holds of a run in training: the model, the online classifier, one
+    optimiser per group, the loss history and the next step."""
+
+    model: nn.Module
+    groups: dict[str, tuple[list[nn.Parameter], float]]
+    optimizers: dict[str, torch.optim.Adam]
+    classifier: nn.Linear
+    clf_opt: torch.optim.Adam
+    history: dict[str, list] = field(default_factory=lambda: {
+        "step": [], "images": [], "online_images": [], "online_accuracy": []})
+    step: int = 0
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.classifier.load_state_dict(state["classifier"])
+        self.clf_opt.load_state_dict(state["classifier_optimizer"])
+        for g, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][g])
+        _set_rng(state["rng"])
+        self.history, self.step = state["history"], int(state["step"])
+
+    def snapshot(self, step: int, steps: int, colors: int) -> dict[str, Any]:
+        return _to_cpu({
+            "model": self.model.state_dict(), "classifier": self.classifier.state_dict(),
+            "classifier_optimizer": self.clf_opt.state_dict(),
+            "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
+            "rng": _get_rng(), "step": step, "complete": step >= steps, "colors": colors,
+            "history": self.history,
+        })
+
+
 class Trainer:
-    """Trains one :class:`RunSpec` on one dataset and device into ``<workdir>/checkpoints``."""
+    """Trains one :class:`RunSpec` on one dataset and device into ``<workdir>/checkpoints``.
+
+    After :meth:`run`, ``model`` is the trained module in memory.
+    """
 
     def __init__(self, spec: RunSpec, dataset: Dataset, device: str, workdir: Path, *,
                  amp: bool | None = None, graphs: bool | None = None, cast_once: bool | None = None,
@@ -121,7 +136,7 @@ class Trainer:
                  log: Callable[[str], Any] | None = None,
                  checkpoint_every_s: float = CHECKPOINT_EVERY_S):
         self.spec, self.dataset, self.device = spec, dataset, device
-        self.cuda = device.startswith("cuda")
+        self.cuda = is_cuda(device)
         self.amp = self.cuda if amp is None else amp
         if graphs is None:  # REPEVAL_CUDA_GRAPHS=0 turns the CUDA-graph step off
             graphs = os.environ.get("REPEVAL_CUDA_GRAPHS", "1") != "0"
@@ -129,13 +144,14 @@ class Trainer:
         if cast_once is None:  # REPEVAL_CAST_ONCE=0 turns it off (bf16 only: same numbers, fewer kernels)
             cast_once = os.environ.get("REPEVAL_CAST_ONCE", "1") != "0"
         self.cast_once = self.amp and cast_once
-        self._cast: _CastOnce | None = None
-        self._graph: _GraphStep | None = None
+        self._cast: CastOnce | None = None
+        self._graph: GraphStep | None = None
         self.progress = progress
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.checkpoint_every_s = checkpoint_every_s
         self.path = ckpt.run_dir(workdir, spec)
         self.stop_requested = False
+        self.model: nn.Module | None = None
 
     # ----------------------------------------------------------------- public
     def run(self, max_steps: int | None = None) -> ckpt.Checkpoint:
@@ -148,6 +164,7 @@ class Trainer:
             return existing
         torch.manual_seed(self.spec.seed)
         model = build_model(self.spec, self.dataset.channels).to(self.device)
+        self.model = model
         if not model.learned:
             return self._fit_reference(model)
         return self._train(model, existing, max_steps)
@@ -160,43 +177,29 @@ class Trainer:
         return ckpt.save(self.path, self.spec, _to_cpu(state), self._provenance())
 
     # ----------------------------------------------------------------- learned families
-    def _train(self, model, existing: ckpt.Checkpoint, max_steps: int | None) -> ckpt.Checkpoint:
-        spec, device = self.spec, self.device
+    def _setup(self, model, existing: ckpt.Checkpoint) -> _State:
+        """Optimisers and the online classifier (initialised after the model, from the same
+        seeded generator), restored from ``existing`` when it holds a checkpoint."""
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
-        groups = model.optimizer_groups(spec.lr)
+        groups = model.optimizer_groups(self.spec.lr)
         optimizers = {g: _adam(params, lr, self.cuda, self.graphs) for g, (params, lr) in groups.items()}
-        classifier = _classifier(model.feature_dim, self.dataset.num_classes).to(device)
-        clf_opt = _adam(list(classifier.parameters()), spec.lr, self.cuda, self.graphs)
-        history: dict[str, list] = {"step": [], "images": [], "online_images": [], "online_accuracy": []}
-        start = 0
+        classifier = _classifier(model.feature_dim, self.dataset.num_classes).to(self.device)
+        clf_opt = _adam(list(classifier.parameters()), self.spec.lr, self.cuda, self.graphs)
+        state = _State(model, groups, optimizers, classifier, clf_opt)
         if existing.exists():  # resume exactly where the last checkpoint stopped
-            state = existing.load_state(device)
-            model.load_state_dict(state["model"])
-            classifier.load_state_dict(state["classifier"])
-            clf_opt.load_state_dict(state["classifier_optimizer"])
-            for g, opt in optimizers.items():
-                opt.load_state_dict(state["optimizers"][g])
-            _set_rng(state["rng"])
-            history, start = state["history"], int(state["step"])
-            self.log(f"resuming {spec.run_id} at step {start:,} of {spec.steps:,}")
+            state.restore(existing.load_state(self.device))
+            self.log(f"resuming {self.spec.run_id} at step {state.step:,} of {self.spec.steps:,}")
+        return state
 
-        data = self.dataset.to(device)
-        stream = BatchStream(len(data.train), spec.batch_size, spec.seed, device)
-        log_every = max(1, min(100, spec.steps // HISTORY_POINTS))
-        eval_every_steps = max(1, spec.online_eval_every // spec.batch_size)
-        end = spec.steps if max_steps is None else min(spec.steps, start + max_steps)
+    def _step_function(self, state: _State, data: Dataset, loss_names: list[str]) -> Callable:
+        """One step on the images ``idx``: forward, simultaneous updates; returns the logged
+        values (``loss_names`` is filled on the first call)."""
+        forward = _Forward(state.model, state.classifier)
         # autocast's weight cache must be off inside a CUDA graph capture (and gains nothing across steps)
         autocast = self._autocast(cache_enabled=False)
-        group_losses = {*groups, "classifier"}  # one loss per optimiser group, shown on the progress bar
-        loss_names: list[str] = []
-        buffer: torch.Tensor | None = None  # per-step loss values since the last log point
-        last_save = last_status = time.monotonic()
-
-        forward = _Forward(model, classifier)
 
         def train_step(idx: torch.Tensor) -> torch.Tensor:
-            """One step on the images ``idx``: forward, simultaneous updates; the logged values."""
             x = to_float(data.train.x[idx])
             if self.cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -205,80 +208,62 @@ class Trainer:
                 if cast is not None:
                     out, logits = cast(forward, x)
                 elif self.cast_once:  # first step: find the layers whose weights can be cast once
-                    (out, logits), self._cast = _CastOnce.survey(forward, x)
+                    (out, logits), self._cast = CastOnce.survey(forward, x)
                 else:
                     out, logits = forward(x)
             losses = {**out.losses, "classifier": F.cross_entropy(logits.float(), data.train.y[idx])}
-            _update(groups, optimizers, out.losses, classifier, clf_opt, losses["classifier"], cast)
+            _update(state, out.losses, losses["classifier"], cast)
             logged = {**losses, **{k: v for k, v in out.logs.items() if k not in losses}}
             if not loss_names:
                 loss_names.extend(logged)
             return torch.stack([v.detach().float().reshape(()) for v in logged.values()])
 
-        graph = self._graph = _GraphStep(train_step, self.log, spec.encoder) if self.graphs else None
+        if self.graphs:
+            self._graph = GraphStep(train_step, self.log, self.spec.encoder)
+            return self._graph
+        return lambda idx, last=False: train_step(idx)
 
-        def snapshot(step: int) -> dict[str, Any]:
-            return _to_cpu({
-                "model": model.state_dict(), "classifier": classifier.state_dict(),
-                "classifier_optimizer": clf_opt.state_dict(),
-                "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
-                "rng": _get_rng(), "step": step, "complete": step >= spec.steps,
-                "colors": self.dataset.channels, "history": history,
-            })
+    def _train(self, model, existing: ckpt.Checkpoint, max_steps: int | None) -> ckpt.Checkpoint:
+        spec, device = self.spec, self.device
+        state = self._setup(model, existing)
+        data = self.dataset.to(device)
+        stream = BatchStream(len(data.train), spec.batch_size, spec.seed, device)
+        log_every = max(1, min(100, spec.steps // HISTORY_POINTS))
+        eval_every = max(1, spec.online_eval_every // spec.batch_size)
+        start, end = state.step, spec.steps if max_steps is None else min(spec.steps, state.step + max_steps)
+        loss_names: list[str] = []
+        step_fn = self._step_function(state, data, loss_names)
+        log = _LossLog(self, state.history, loss_names, {*state.groups, "classifier"}, log_every, start)
+        last_save = time.monotonic()
 
-        bar = _progress(total=spec.steps, initial=start, enabled=self.progress,
-                        desc=f"{spec.encoder} {spec.dataset} {spec.latent_dim}d")
+        def save(step: int) -> ckpt.Checkpoint:
+            return ckpt.save(self.path, spec, state.snapshot(step, spec.steps, self.dataset.channels),
+                             self._provenance())
+
         model.train()
-        interval_start = start  # first step whose losses are in ``buffer``
-        with _stop_on_signals(self), bar:
-            t_interval = time.monotonic()
+        with _stop_on_signals(self), log.bar(total=spec.steps, initial=start):
             for step in range(start, end):
-                idx = stream.indices(step)
-                values = graph(idx, last=step + 1 == end) if graph is not None else train_step(idx)
-                if buffer is None:
-                    buffer = torch.zeros(log_every, len(values), device=device)
-                buffer[step - interval_start] = values
+                # ---- forward, backward, update
                 done = step + 1
-                at_log_point = done - interval_start == log_every or done == end or self.stop_requested
-                if at_log_point:  # check every step's losses since the last log point, keep their mean
-                    rows = buffer[: done - interval_start].cpu()
-                    bad = ~torch.isfinite(rows)
-                    if bad.any():
-                        i, j = map(int, bad.nonzero()[0])
-                        first = interval_start + i
-                        raise TrainingDiverged(
-                            f"{spec.encoder}: loss {loss_names[j]!r} became {rows[i, j].item()} at step "
-                            f"{first:,} ({first * spec.batch_size:,} images) of run {spec.run_id}. The last "
-                            f"good checkpoint is kept in {self.path}; try another --seed or a smaller "
-                            "learning rate.")
-                    means = rows.mean(0).tolist()
-                    history["step"].append(done)
-                    history["images"].append(done * spec.batch_size)
-                    for name, value in zip(loss_names, means):
-                        history.setdefault(name, []).append(value)
-                    elapsed = time.monotonic() - t_interval
-                    t_interval = time.monotonic()
-                    shown = [(n, v) for n, v in zip(loss_names, means) if n in group_losses]
-                    status = (" ".join(f"{n}={v:.4g}" for n, v in shown) +
-                              f" img/s={len(rows) * spec.batch_size / max(elapsed, 1e-9):.0f}")
-                    bar.set_postfix_str(status)
-                    bar.update(len(rows))
-                    if bar.disable and self.progress and time.monotonic() - last_status > STATUS_EVERY_S:
-                        self.log(f"{spec.run_id}: step {done:,}/{spec.steps:,} {status}")  # no terminal: a line
-                        last_status = time.monotonic()
-                    interval_start = done
-                if done % eval_every_steps == 0 or done == spec.steps:
-                    history["online_images"].append(done * spec.batch_size)
-                    history["online_accuracy"].append(self._online_accuracy(model, classifier, data))
+                log.add(step, step_fn(stream.indices(step), last=done == end))
+                # ---- every log point: NaN check, history, progress
+                at_log_point = log.due(done, end, self.stop_requested)
+                if at_log_point:
+                    log.flush(done)
+                # ---- the online classifier on the test split
+                if done % eval_every == 0 or done == spec.steps:
+                    state.history["online_images"].append(done * spec.batch_size)
+                    state.history["online_accuracy"].append(self._online_accuracy(model, state.classifier, data))
                     model.train()
+                # ---- checkpoint on time, or stop on a signal
                 if at_log_point and done < end and (
                         self.stop_requested or time.monotonic() - last_save > self.checkpoint_every_s):
-                    ckpt.save(self.path, spec, snapshot(done), self._provenance())
+                    save(done)
                     last_save = time.monotonic()
                     if self.stop_requested:
                         raise UserError(f"Interrupted at step {done:,} of {spec.steps:,}; checkpoint saved in "
                                         f"{self.path}. Run the same command again to resume.")
-        return ckpt.save(self.path, spec, snapshot(end), self._provenance())
+        return save(end)
 
     @torch.no_grad()
     def _online_accuracy(self, model, classifier, data: Dataset) -> float:
@@ -311,7 +296,67 @@ class Trainer:
         return record
 
 
-def _update(groups, optimizers, losses, classifier, clf_opt, clf_loss, cast: "_CastOnce | None" = None) -> None:
+class _LossLog:
+    """Per-step loss values kept on the device and read back once per log point: there they
+    are checked for NaN/inf (the run stops, naming family, loss and step), averaged into the
+    history, and shown on the progress bar (or as a status line without a terminal)."""
+
+    def __init__(self, trainer: Trainer, history: dict[str, list], names: list[str], shown: set[str],
+                 every: int, start: int):
+        self.trainer, self.history, self.names, self.shown, self.every = trainer, history, names, shown, every
+        self.interval_start = start  # first step whose losses are in ``buffer``
+        self.buffer: torch.Tensor | None = None
+        self.t_interval = self.last_status = time.monotonic()
+        self._bar = None
+
+    @contextmanager
+    def bar(self, total: int, initial: int):
+        spec = self.trainer.spec
+        self._bar = _progress(total=total, initial=initial, enabled=self.trainer.progress,
+                              desc=f"{spec.encoder} {spec.dataset} {spec.latent_dim}d")
+        self.t_interval = time.monotonic()
+        with self._bar:
+            yield
+
+    def add(self, step: int, values: torch.Tensor) -> None:
+        if self.buffer is None:
+            self.buffer = torch.zeros(self.every, len(values), device=values.device)
+        self.buffer[step - self.interval_start] = values
+
+    def due(self, done: int, end: int, stopping: bool) -> bool:
+        return done - self.interval_start == self.every or done == end or stopping
+
+    def flush(self, done: int) -> None:
+        spec, trainer = self.trainer.spec, self.trainer
+        rows = self.buffer[: done - self.interval_start].cpu()
+        bad = ~torch.isfinite(rows)
+        if bad.any():
+            i, j = map(int, bad.nonzero()[0])
+            first = self.interval_start + i
+            raise TrainingDiverged(
+                f"{spec.encoder}: loss {self.names[j]!r} became {rows[i, j].item()} at step "
+                f"{first:,} ({first * spec.batch_size:,} images) of run {spec.run_id}. The last "
+                f"good checkpoint is kept in {trainer.path}; try another --seed or a smaller "
+                "learning rate.")
+        means = rows.mean(0).tolist()
+        self.history["step"].append(done)
+        self.history["images"].append(done * spec.batch_size)
+        for name, value in zip(self.names, means):
+            self.history.setdefault(name, []).append(value)
+        elapsed = time.monotonic() - self.t_interval
+        self.t_interval = time.monotonic()
+        shown = [(n, v) for n, v in zip(self.names, means) if n in self.shown]
+        status = (" ".join(f"{n}={v:.4g}" for n, v in shown) +
+                  f" img/s={len(rows) * spec.batch_size / max(elapsed, 1e-9):.0f}")
+        self._bar.set_postfix_str(status)
+        self._bar.update(len(rows))
+        if self._bar.disable and trainer.progress and time.monotonic() - self.last_status > STATUS_EVERY_S:
+            trainer.log(f"{spec.run_id}: step {done:,}/{spec.steps:,} {status}")  # no terminal: a line
+            self.last_status = time.monotonic()
+        self.interval_start = done
+
+
+def _update(state: _State, losses, clf_loss, cast: CastOnce | None = None) -> None:
     """Simultaneous update: each group's loss is differentiated w.r.t. its own parameters only
     (through their bf16 copies where ``cast`` made them)."""
     def grad(loss, params, retain_graph=False):
@@ -320,15 +365,15 @@ def _update(groups, optimizers, losses, classifier, clf_opt, clf_loss, cast: "_C
         grads = torch.autograd.grad(loss, cast.inputs(params), retain_graph=retain_graph, allow_unused=True)
         return cast.grads(params, grads)
 
-    names = list(groups)
+    names = list(state.groups)
     for i, g in enumerate(names):
-        params = groups[g][0]
+        params = state.groups[g][0]
         for p, grad_p in zip(params, grad(losses[g], params, retain_graph=i < len(names) - 1)):
             p.grad = grad_p
-    clf_params = list(classifier.parameters())
+    clf_params = list(state.classifier.parameters())
     for p, grad_p in zip(clf_params, grad(clf_loss, clf_params)):
         p.grad = grad_p
-    for opt in (*optimizers.values(), clf_opt):
+    for opt in (*state.optimizers.values(), state.clf_opt):
         opt.step()
 
 
@@ -350,144 +395,8 @@ class _Forward(nn.Module):
         return out, self.classifier(out.features.detach().float())
 
 
-class _CastOnce:
-    """The bf16 copies of the conv and dense weights, made once per step.
-
-    Under autocast each conv or dense call casts its float32 weight and bias to bf16, and
-    the backward pass casts their gradients back: one small kernel per tensor each way, 129
-    of the 333 operations of an ACAI step on the CUDA path (``benchmarks/bench_step_ops.py``),
-    which a launch-bound batch-64 step pays in full. Here each eligible layer runs on bf16 leaf tensors
-    refreshed by one multi-tensor copy per step, and their bf16 gradients go to float32
-    buffers by one more: the same roundings in the same places, so the same numbers as
-    autocast (tested bit for bit). Eligible are the layers the first step ran under bf16
-    autocast only, and at most once with gradients on: a layer differentiated through twice
-    would sum its gradient in bf16 where autocast sums in float32, and one run in full
-    precision (the VAE heads) keeps float32 weights.
-    """
-
-    LAYERS = (nn.Conv2d, nn.Linear)
-
-    def __init__(self, root: nn.Module, names: list[str]):
-        named = dict(root.named_parameters())
-        self.names = names
-        self.params = [named[n] for n in names]
-        self.shadows = [torch.empty_like(p, dtype=torch.bfloat16).requires_grad_() for p in self.params]
-        self.shadow_of = {id(p): s for p, s in zip(self.params, self.shadows)}
-        self.buffers = {id(p): torch.zeros_like(p) for p in self.params}  # float32 gradients
-
-    def __len__(self) -> int:
-        return len({n.rsplit(".", 1)[0] for n in self.names})
-
-    @classmethod
-    def survey(cls, root: nn.Module, *args) -> tuple[Any, "_CastOnce"]:
-        """``root(*args)`` as usual, noting which layers qualify; the result and the caster."""
-        calls: dict[str, list[tuple[bool, bool]]] = {}  # per call: (under bf16 autocast, grad enabled)
-
-        def note(name):
-            def hook(module, inputs):
-                kind = next(module.parameters()).device.type
-                bf16 = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
-                calls[name].append((bf16, torch.is_grad_enabled()))
-            return hook
-
-        handles = []
-        for name, module in root.named_modules():
-            if isinstance(module, cls.LAYERS) and next(module.parameters(), None) is not None:
-                calls[name] = []
-                handles.append(module.register_forward_pre_hook(note(name)))
-        try:
-            result = root(*args)
-        finally:
-            for h in handles:
-                h.remove()
-        layers = {name for name, seen in calls.items()
-                  if seen and all(bf16 for bf16, _ in seen) and sum(grad for _, grad in seen) <= 1}
-        names = [n for n, p in root.named_parameters()
-                 if n.rsplit(".", 1)[0] in layers and p.requires_grad and p.dtype == torch.float32]
-        return result, cls(root, names)
-
-    def __call__(self, root: nn.Module, *args):
-        """``root(*args)`` on the bf16 copies of the current weights."""
-        with torch.no_grad():
-            torch._foreach_copy_(self.shadows, self.params)
-        return torch.func.functional_call(root, dict(zip(self.names, self.shadows)), args)
-
-    def inputs(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """What to differentiate with respect to: the bf16 copy where there is one."""
-        return [self.shadow_of.get(id(p), p) for p in params]
-
-    def grads(self, params, grads) -> list[torch.Tensor | None]:
-        """Gradients from :meth:`inputs`' order back to float32, in one multi-tensor copy."""
-        out = [self.buffers[id(p)] if g is not None and id(p) in self.buffers else g for p, g in zip(params, grads)]
-        pairs = [(o, g) for o, g in zip(out, grads) if o is not g]
-        if pairs:
-            torch._foreach_copy_([o for o, _ in pairs], [g for _, g in pairs])
-        return out
-
-
-class _GraphStep:
-    """The training step replayed from one CUDA graph: at the paper's batch of 64 the GPU
-    time of a step is smaller than the cost of launching its hundreds of kernels, and a
-    graph launches them all at once (benchmarks/RESULTS.md §6: 4.1–6.8× on an H200).
-
-    The first ``WARMUP`` steps run eagerly on a side stream (they allocate the optimisers'
-    state and pick cuDNN algorithms); the step is then captured once with the batch's
-    indices in a static buffer, and every later step copies its indices there and replays.
-    Random draws inside the step (ACAI's α, dropout masks, denoising noise, VAE samples)
-    are fresh at every replay: PyTorch advances the CUDA generator per replay. A family
-    whose step cannot be captured (a host synchronisation inside it) trains eagerly, and
-    the log says why.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, step: Callable[[torch.Tensor], torch.Tensor], log: Callable[[str], Any], family: str):
-        self.step, self.log, self.family = step, log, family
-        self.eager_steps = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.failed = False
-        self.side = torch.cuda.Stream()
-
-    def __call__(self, idx: torch.Tensor, last: bool = False) -> torch.Tensor:
-        if self.graph is not None:
-            self.static_idx.copy_(idx)
-            self.graph.replay()
-            return self.static_values
-        if self.failed:
-            return self.step(idx)
-        self.side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self.side):
-            values = self.step(idx)
-        torch.cuda.current_stream().wait_stream(self.side)
-        self.eager_steps += 1
-        if self.eager_steps >= self.WARMUP and not last:
-            self._capture(idx)
-        return values
-
-    @property
-    def mode(self) -> str:
-        """How the steps so far ran, for provenance."""
-        if self.graph is not None:
-            return "CUDA graph"
-        return "eager (CUDA graph capture failed)" if self.failed else "eager"
-
-    def _capture(self, idx: torch.Tensor) -> None:
-        self.static_idx = idx.clone()
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self.static_values = self.step(self.static_idx)
-        except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still trains
-            torch.cuda.synchronize()
-            self.failed = True
-            self.log(f"{self.family}: its training step cannot be captured in a CUDA graph "
-                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training eagerly.")
-            return
-        self.graph = graph
-
-
 def _classifier(in_features: int, num_classes: int) -> nn.Linear:
-    """The paper's online single-layer classifier: dense, Glorot-uniform, zero bias (acai.md §5.1)."""
+    """The paper's online single-layer classifier: dense, Glorot-uniform, zero bias (docs/protocol.md §5.1)."""
     layer = nn.Linear(in_features, num_classes)
     nn.init.xavier_uniform_(layer.weight)
     nn.init.zeros_(layer.bias)
@@ -528,4 +437,3 @@ def train(spec: RunSpec, dataset: Dataset, device: str, workdir: Path, **kwargs)
     """Train (or resume, or reuse) ``spec`` and return its checkpoint. See :class:`Trainer`."""
     max_steps = kwargs.pop("max_steps", None)
     return Trainer(spec, dataset, device, workdir, **kwargs).run(max_steps=max_steps)
-

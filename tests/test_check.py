@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from repeval.check import (DEFAULT_TOLERANCES, CheckResult, Comparison, RowKey, Tolerance, compare,
+from repeval.check import (CheckResult, Comparison, RowKey, Tolerance, compare, default_tolerance,
                            format_check, load_baseline, write_baseline)
 from repeval.errors import UserError
 
@@ -161,7 +161,9 @@ def test_write_then_load_round_trip(tmp_path):
         ("interpolation", 0, None, {}), ("knn", 0, 0.5, {"k": 10}), ("knn", 0, 0.75, {"k": 20}),
         ("kmeans", 1, 0.25, {})]
     baseline = load_baseline(path)
-    assert baseline.tolerances == {m: DEFAULT_TOLERANCES[m] for m in ("accuracy", "nmi", "smoothness")}
+    assert baseline.tolerances == {"accuracy": default_tolerance("knn", "accuracy"),
+                                   "nmi": default_tolerance("kmeans", "nmi"),
+                                   "smoothness": default_tolerance("interpolation", "smoothness")}
     result = compare(baseline, rows)
     assert result.ok and len(result.unchanged) == 4
 

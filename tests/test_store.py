@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from repeval.errors import UserError
-from repeval.store import DB_FILENAME, SCHEMA_VERSION, Score, Store, format_results, summarise
+from repeval.results import format_results
+from repeval.store import DB_FILENAME, SCHEMA_VERSION, Score, Store
+from repeval.summary import summarise
 
 
 def spec(encoder="acai", dataset="mnist", latent_dim=32, seed=0, budget=16384, **extra):

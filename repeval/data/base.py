@@ -44,6 +44,7 @@ class Dataset:
     test: Split
     num_classes: int
     info: dict[str, Any] = field(default_factory=dict)
+    features: frozenset[str] = frozenset()  # set from its registry entry when loaded
 
     @property
     def channels(self) -> int:
@@ -59,7 +60,8 @@ class Dataset:
         return self.info["fingerprint"]
 
     def to(self, device) -> "Dataset":
-        return Dataset(self.name, self.train.to(device), self.test.to(device), self.num_classes, self.info)
+        return Dataset(self.name, self.train.to(device), self.test.to(device), self.num_classes, self.info,
+                       self.features)
 
 
 def fingerprint_arrays(arrays: list[np.ndarray]) -> str:
@@ -81,7 +83,8 @@ def to_float(x):
 
 
 def make_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                 y_test: np.ndarray, num_classes: int, info: dict[str, Any]) -> Dataset:
+                 y_test: np.ndarray, num_classes: int, info: dict[str, Any],
+                 features: frozenset[str] = frozenset()) -> Dataset:
     """Wrap numpy arrays (N×C×32×32, N) as a :class:`Dataset` of torch tensors (no copy)."""
     import torch
 
@@ -93,4 +96,5 @@ def make_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np
         test=Split(torch.from_numpy(np.ascontiguousarray(x_test)), torch.from_numpy(y_test.astype(np.int64))),
         num_classes=num_classes,
         info=info,
+        features=frozenset(features),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from repeval.data import DataOptions, DatasetEntry
+from repeval.data.registry import DataOptions, DatasetEntry
 from repeval.data.base import Dataset, make_dataset
 
 RULE = ("8x8 values 0-16 -> uint8 round(v*255/16); bilinear 8->32 (align_corners=False), rounded; "

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from repeval.data import DataOptions, DatasetEntry
+from repeval.data.registry import DataOptions, DatasetEntry
 from repeval.data.base import IMAGE_SIZE, Dataset, make_dataset
 
 TRAIN_SIZE, TEST_SIZE = 32_768, 5_000
@@ -102,4 +102,5 @@ ENTRY = DatasetEntry(
     "lines", "synthetic anti-aliased lines from the centre (the paper's interpolation benchmark)",
     1, 10, TRAIN_SIZE, TEST_SIZE, depth=16, latent_dims=(64, 256), loader=load_lines,
     locate=lambda options: "generated", generated=True,
+    features=frozenset({"line_angles"}),  # the interpolation benchmark measures against true lines
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repeval.data import DataOptions, DatasetEntry
+from repeval.data.registry import DatasetEntry
 from repeval.data.base import IMAGE_SIZE, Dataset, make_dataset
 from repeval.errors import UserError
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from repeval.data import DataOptions, DatasetEntry
+from repeval.data.registry import DataOptions, DatasetEntry
 from repeval.data.base import Dataset, fingerprint_arrays, make_dataset
 from repeval.errors import UserError
 from repeval.paths import atomic_write_bytes, atomic_write_text, cache_dir

@@ -1,11 +1,10 @@
-"""Probes: pure functions of (latents, labels, settings) -> scores.
-
-``TASKS`` maps each task name to its :class:`Task`:
+"""Probes: pure functions of (latents, labels, settings) -> scores, each declared as a
+:class:`Task` with its :class:`Metric` s in :data:`TASKS` (:mod:`repeval.probes.registry`).
 
 ============== ============================ =========================== ===========
 task           metrics                      run(...)                    module
 ============== ============================ =========================== ===========
-linear         accuracy                     (latents, settings, device)  linear
+linear         accuracy (+ accuracy_online) (latents, settings, device)  linear
 kmeans         accuracy, nmi, ari           (latents, settings, device)  kmeans
 knn            accuracy (top-5 in details)  (latents, settings, device)  knn
 interpolation  mean_distance, smoothness    (model, dataset, settings,   interpolation
@@ -14,35 +13,21 @@ interpolation  mean_distance, smoothness    (model, dataset, settings,   interpo
 
 Accuracies are fractions in [0, 1]. Every ``run`` returns a :class:`Result`. Settings are
 frozen dataclasses of JSON values; :func:`resolve_settings` gives the recorded instance for
-a device and the user's overrides. Each module's docstring states its protocol and source.
+a device and the user's overrides. Each module's docstring states its protocol.
+
+A new probe is one module with a settings dataclass, a pure ``run`` and a ``TASK``,
+registered with :func:`register` (or from a plugin). The built-in modules import torch and
+faiss inside their functions, so reading the declarations (``repeval check``) stays cheap.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
-from repeval.errors import UserError
 from repeval.probes import interpolation, kmeans, knn, linear
-from repeval.probes.base import Latents, Result, Task, coerce_overrides
+from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
+from repeval.probes.registry import TASKS, get_task, metric_facts, register, resolve_settings
 
-TASKS: dict[str, Task] = {task.name: task for task in (linear.TASK, kmeans.TASK, knn.TASK, interpolation.TASK)}
+for _task in (linear.TASK, kmeans.TASK, knn.TASK, interpolation.TASK):  # the report's column order
+    register(_task)
 
-
-def get_task(name: str) -> Task:
-    """The task called ``name``; :class:`UserError` listing the known ones otherwise."""
-    if name not in TASKS:
-        raise UserError(f"Unknown task {name!r}. Known tasks: {', '.join(TASKS)}.")
-    return TASKS[name]
-
-
-def resolve_settings(task_name: str, device: str, overrides: dict[str, Any] | None = None):
-    """The settings ``task_name`` runs with on ``device``: the task's documented defaults
-    for that device (``Settings.defaults(device)``) with ``overrides`` applied. Override
-    values may be strings (from the command line); they are converted to the field's type.
-    Unknown names or bad values raise :class:`UserError`."""
-    task = get_task(task_name)
-    return dataclasses.replace(task.settings.defaults(device), **coerce_overrides(task.settings, overrides or {}))
-
-
-__all__ = ["Latents", "Result", "Task", "TASKS", "get_task", "resolve_settings"]
+__all__ = ["Latents", "Metric", "Result", "Task", "Tolerance", "TASKS", "get_task", "metric_facts", "register",
+           "resolve_settings"]

@@ -1,5 +1,5 @@
 """The types every probe shares: :class:`Latents` in, :class:`Result` out, one :class:`Task`
-per probe, and :func:`resolve_settings`.
+per probe with its :class:`Metric` declarations, and the settings coercion.
 
 A probe is a pure function: ``run(latents, settings, device) -> Result`` for the latent
 probes, ``run(model, dataset, settings, device, latent) -> Result`` for the interpolation
@@ -14,60 +14,12 @@ rather than decisions hidden inside ``run``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
 from repeval.errors import UserError
-
-
-@dataclass(frozen=True)
-class Latents:
-    """Frozen latents of both splits: ``z_*`` float32 ``(N, D)``, ``y_*`` int64 ``(N,)``.
-
-    Inputs are validated and converted on construction (contiguous float32 / int64); a
-    latent with NaN or infinite values, mismatched sizes or labels outside
-    ``[0, num_classes)`` raises :class:`~repeval.errors.UserError`.
-    """
-
-    z_train: np.ndarray
-    y_train: np.ndarray
-    z_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-
-    def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise UserError(f"num_classes must be at least 1, got {self.num_classes}.")
-        for split in ("train", "test"):
-            z = np.ascontiguousarray(getattr(self, f"z_{split}"), dtype=np.float32)
-            y = np.ascontiguousarray(getattr(self, f"y_{split}")).astype(np.int64, copy=False)
-            if z.ndim != 2 or y.ndim != 1 or z.shape[0] != y.shape[0] or z.shape[0] == 0:
-                raise UserError(
-                    f"{split} latents must be a non-empty (N, D) array with N labels; got latents "
-                    f"{z.shape} and labels {y.shape}. Flatten each latent to one row per image."
-                )
-            if not np.isfinite(z).all():
-                raise UserError(
-                    f"The {split} latents contain NaN or infinite values; the encoder's checkpoint is "
-                    "unusable for probing (retrain it, or check the input scaling)."
-                )
-            if y.min() < 0 or y.max() >= self.num_classes:
-                raise UserError(
-                    f"{split} labels must lie in [0, {self.num_classes}); found {int(y.min())}..{int(y.max())}."
-                )
-            object.__setattr__(self, f"z_{split}", z)
-            object.__setattr__(self, f"y_{split}", y)
-        if self.z_train.shape[1] != self.z_test.shape[1]:
-            raise UserError(
-                f"train and test latents differ in size ({self.z_train.shape[1]} vs "
-                f"{self.z_test.shape[1]}); extract both splits with the same encoder and latent choice."
-            )
-
-    @property
-    def dim(self) -> int:
-        return int(self.z_train.shape[1])
+from repeval.latents import Latents  # noqa: F401  (public API: the probes' input)
 
 
 @dataclass(frozen=True)
@@ -80,20 +32,82 @@ class Result:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """Allowed deviation of a score from a baseline value in ``repeval check``:
+    max(abs, rel·|value|)."""
+
+    abs: float = 0.0
+    rel: float = 0.0
+
+    def allowed(self, baseline: float) -> float:
+        return max(self.abs, self.rel * abs(baseline)) if math.isfinite(baseline) else self.abs
+
+
+DIRECTIONS = ("higher", "lower", "none")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """Everything repeval knows about one number a probe stores, declared once, with the probe.
+
+    ``direction``: ``"higher"`` or ``"lower"`` is better, or ``"none"`` (the check then
+    treats any change beyond tolerance as a regression and the report marks no best).
+    ``tolerance``: the default allowed deviation in ``repeval check`` (a baseline file may
+    override it). Display: the report shows ``value·scale`` with ``decimals`` decimals under
+    ``heading`` (default: the task's ``label``) and ``label`` plus ``unit``; ``note``
+    explains the number where it appears.
+    """
+
+    name: str
+    direction: str
+    tolerance: Tolerance
+    label: str
+    unit: str = ""
+    scale: float = 1.0
+    decimals: int = 3
+    heading: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"metric {self.name!r}: direction must be one of {DIRECTIONS}, got {self.direction!r}")
+
+    @property
+    def column_label(self) -> str:
+        """The column header under the heading, e.g. ``acc. %``."""
+        return f"{self.label} {self.unit}".strip()
+
+    def display(self, value: float) -> float:
+        return value * self.scale
+
+
+@dataclass(frozen=True)
 class Task:
-    """One probe: its name, settings class, ``run`` function, metric names, and whether
-    ``run`` needs the frozen model (``run(model, dataset, settings, device, latent)``)
-    instead of latents (``run(latents, settings, device)``)."""
+    """One probe, declared whole: its ``name``, settings class, ``run`` function, the
+    :class:`Metric` s it stores, and what it needs.
+
+    ``needs_model``: ``run(model, dataset, settings, device, latent)`` on the frozen model
+    (it decodes) instead of ``run(latents, settings, device)``. ``requires``: dataset
+    features it needs (a :class:`~repeval.data.registry.DatasetEntry`'s ``features``), e.g.
+    ``{"line_angles"}``; ``--task all`` skips a task whose requirements a dataset lacks.
+    ``label`` heads its columns in the report.
+    """
 
     name: str
     settings: type
     run: Callable[..., Result]
-    metrics: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    label: str = ""
     needs_model: bool = False
+    requires: frozenset[str] = frozenset()
+    summary: str = ""
 
+    def metric(self, name: str) -> Metric | None:
+        return next((m for m in self.metrics if m.name == name), None)
 
-def is_cuda(device: str) -> bool:
-    return str(device).startswith("cuda")
+    def applies_to(self, entry: Any) -> bool:
+        """Whether the dataset ``entry`` offers every feature this task requires."""
+        return self.requires <= frozenset(getattr(entry, "features", ()))
 
 
 def coerce_overrides(settings_cls: type, overrides: dict[str, Any]) -> dict[str, Any]:

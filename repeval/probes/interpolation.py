@@ -47,14 +47,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from repeval.data.base import Dataset, to_float
 from repeval.data.lines import BANK_SIZE, reference_bank
 from repeval.errors import UserError
-from repeval.probes.base import Result, Task
+from repeval.probes.base import Metric, Result, Task, Tolerance
+
+if TYPE_CHECKING:  # annotations only: the functions import these when they run
+    import torch
 
 SMOOTHNESS_MIN_SPAN = 1e-4  # radians; below it an interpolation's smoothness is undefined
 QUERY_CHUNK = 1024  # decoded images compared with the bank at once
@@ -81,6 +84,8 @@ class InterpolationSettings:
 def nearest_lines(images: np.ndarray, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Cosine distance of each flattened image ``(M, 1024)`` to its nearest bank line, and
     that line's angle (float64; equal computed similarities go to the lower bank index)."""
+    import torch
+
     bank, angles = reference_bank()
     b = torch.from_numpy(bank).to(device)
     b = b / b.norm(dim=1, keepdim=True)
@@ -124,6 +129,8 @@ def line_metrics(images: np.ndarray, device: str = "cpu") -> tuple[float, float,
 def interpolate(model, x: torch.Tensor, n_pairs: int, steps: int, latent: str | None) -> torch.Tensor:
     """Decoded interpolations ``(n_pairs, steps, C, 32, 32)`` between the latents of
     ``x[i]`` and ``x[i + n_pairs]`` (official formula, endpoints included)."""
+    import torch
+
     z = torch.cat([model.encode(x[i:i + DECODE_BATCH], latent) for i in range(0, x.shape[0], DECODE_BATCH)])
     z_a, z_b = z[:n_pairs], z[n_pairs:2 * n_pairs]
     j = torch.arange(steps, dtype=z.dtype, device=z.device)[None, :, None]
@@ -137,10 +144,12 @@ def interpolate(model, x: torch.Tensor, n_pairs: int, steps: int, latent: str | 
 def run(model, dataset: Dataset, settings: InterpolationSettings, device: str, latent: str | None = None) -> Result:
     """Lines benchmark of a frozen ``model`` (already on ``device``): ``mean_distance`` and
     ``smoothness``; details: ``n_undefined`` smoothness scores, ``n_interpolations``, ``bank_size``."""
-    if dataset.name != "lines":
+    import torch
+
+    if not TASK.applies_to(dataset):
         raise UserError(
-            f"The interpolation task measures how realistic decoded interpolations of the lines "
-            f"dataset are; it cannot run on {dataset.name!r}. Use --dataset lines."
+            f"The interpolation task measures how realistic decoded interpolations of lines are; "
+            f"{dataset.name!r} has no line angles to measure against. Use --dataset lines."
         )
     needed = 2 * settings.n_pairs
     if len(dataset.test) < needed:
@@ -161,4 +170,13 @@ def run(model, dataset: Dataset, settings: InterpolationSettings, device: str, l
     )
 
 
-TASK = Task("interpolation", InterpolationSettings, run, ("mean_distance", "smoothness"), needs_model=True)
+TASK = Task(
+    "interpolation", InterpolationSettings, run, label="Lines", needs_model=True,
+    requires=frozenset({"line_angles"}),
+    summary="the lines benchmark: realism (mean distance) and smoothness of decoded interpolations",
+    metrics=(
+        Metric("mean_distance", "lower", Tolerance(rel=0.05), "mean distance", "×10⁻³", 1000, 2,
+               note="cosine distance of decoded interpolants to the nearest true line (lower is better)"),
+        Metric("smoothness", "lower", Tolerance(abs=0.01), "smoothness",
+               note="largest normalised angle step minus the even step (lower is better)"),
+    ))

@@ -50,14 +50,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
-import torch
 
 from repeval.errors import UserError
-from repeval.probes.base import Latents, Result, Task, is_cuda
+from repeval.devices import is_cuda
+from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
 from repeval.probes.metrics import clustering_scores, hungarian_accuracy
+
+if TYPE_CHECKING:  # annotations only: the functions import these when they run
+    import faiss
+    import torch
 
 PAPER_RESTARTS = 1000
 CPU_RESTARTS = 20
@@ -103,6 +107,8 @@ def whiten(z_train: np.ndarray, z_test: np.ndarray) -> tuple[np.ndarray, np.ndar
 def faiss_kmeans(x: np.ndarray, k: int, settings: KMeansSettings) -> tuple[np.ndarray, faiss.Kmeans]:
     """Best-of-``restarts`` centroids ``(k, D)`` by faiss on every row of ``x``; also returns
     the ``faiss.Kmeans`` object (its ``cp`` holds the parameters used)."""
+    import faiss
+
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, dim = x.shape
     km = faiss.Kmeans(
@@ -124,6 +130,8 @@ def _assign(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor,
             chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest centroid of every point for every restart: labels ``(R, n)`` and the inertia
     ``(R,)`` (float64 sum of squared distances)."""
+    import torch
+
     restarts, k, dim = centroids.shape
     flat = centroids.reshape(restarts * k, dim)
     c_sq = (flat * flat).sum(1)
@@ -140,6 +148,8 @@ def _assign(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor,
 
 def _update(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, chunk: int) -> torch.Tensor:
     """New centroids = mean of each cluster's points (empty clusters keep their centroid)."""
+    import torch
+
     restarts, k, dim = centroids.shape
     sums = torch.zeros_like(centroids)
     counts = torch.zeros(restarts, k, 1, dtype=x.dtype, device=x.device)
@@ -155,6 +165,8 @@ def _update(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, chun
 def torch_kmeans(x: np.ndarray, k: int, settings: KMeansSettings, device: str) -> tuple[np.ndarray, dict]:
     """Best-of-``restarts`` centroids ``(k, D)`` by batched Lloyd iterations on ``device``;
     also returns details (iterations run, restarts converged, chosen restart)."""
+    import torch
+
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     n = xt.shape[0]
     init = torch.from_numpy(initial_indices(n, k, settings.restarts, settings.seed)).to(device)
@@ -179,6 +191,8 @@ def torch_kmeans(x: np.ndarray, k: int, settings: KMeansSettings, device: str) -
 
 def nearest_centroid(x: np.ndarray, centroids: np.ndarray, device: str) -> tuple[np.ndarray, float]:
     """float64 nearest-centroid labels of ``x`` and the inertia (sum of squared distances)."""
+    import torch
+
     xt = torch.from_numpy(np.asarray(x, dtype=np.float64)).to(device)
     ct = torch.from_numpy(np.asarray(centroids, dtype=np.float64)).to(device)
     dist = torch.cdist(xt, ct, compute_mode="donot_use_mm_for_euclid_dist") ** 2
@@ -212,4 +226,12 @@ def run(latents: Latents, settings: KMeansSettings, device: str) -> Result:
     return Result(scores=clustering_scores(latents.y_test, test_labels), details=details)
 
 
-TASK = Task("kmeans", KMeansSettings, run, ("accuracy", "nmi", "ari"))
+TASK = Task(
+    "kmeans", KMeansSettings, run, label="k-means",
+    summary="k-means with k = classes on whitened latents, best inertia of many restarts; Hungarian accuracy",
+    metrics=(
+        Metric("accuracy", "higher", Tolerance(abs=0.005), "acc.", "%", 100, 2,
+               note="Hungarian-matched clustering accuracy on the test split"),
+        Metric("nmi", "higher", Tolerance(abs=0.005), "NMI"),
+        Metric("ari", "higher", Tolerance(abs=0.005), "ARI"),
+    ))

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
-import torch
 
 from repeval.errors import UserError
-from repeval.probes.base import Latents, Result, Task, is_cuda
+from repeval.devices import is_cuda
+from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
 
 METRICS = ("cosine", "euclidean")
 QUERY_CHUNK_ELEMENTS = 1 << 27  # queries × bank similarities held at once on CUDA
@@ -71,6 +70,8 @@ def _prepare(z: np.ndarray, metric: str) -> np.ndarray:
 
 def search_faiss(bank: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k``: similarities ``(nq, k)`` (descending) and bank indices."""
+    import faiss
+
     index = faiss.IndexFlatIP(bank.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(bank.shape[1])
     index.add(bank)
     scores, indices = index.search(queries, k)
@@ -82,6 +83,8 @@ def search_faiss(bank: np.ndarray, queries: np.ndarray, k: int, metric: str) -> 
 def search_torch(bank: np.ndarray, queries: np.ndarray, k: int, metric: str,
                  device: str) -> tuple[np.ndarray, np.ndarray]:
     """Same as :func:`search_faiss` with torch matmul + ``topk`` on ``device``."""
+    import torch
+
     b = torch.from_numpy(bank).to(device)
     b_sq = (b * b).sum(1) if metric == "euclidean" else None
     chunk = max(1, QUERY_CHUNK_ELEMENTS // b.shape[0])
@@ -137,4 +140,8 @@ def run(latents: Latents, settings: KNNSettings, device: str) -> Result:
     )
 
 
-TASK = Task("knn", KNNSettings, run, ("accuracy",))
+TASK = Task(
+    "knn", KNNSettings, run, label="kNN",
+    summary="weighted k-nearest-neighbour vote of the train latents (cosine, k = 20, T = 0.07)",
+    metrics=(Metric("accuracy", "higher", Tolerance(abs=0.005), "acc.", "%", 100, 2,
+                    note="cosine, k = 20, weighted votes"),))

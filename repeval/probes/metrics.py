@@ -12,8 +12,6 @@ normalisation, scikit-learn's default) and ARI come from scikit-learn.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 
 def contingency(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,6 +30,8 @@ def contingency(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.
 def hungarian_mapping(y_true: np.ndarray, y_pred: np.ndarray) -> dict[int, int]:
     """The cluster -> class mapping that maximises the number of matched points (one-to-one;
     clusters left without a class are absent)."""
+    from scipy.optimize import linear_sum_assignment
+
     counts, clusters, classes = contingency(y_true, y_pred)
     rows, cols = linear_sum_assignment(counts, maximize=True)
     return {int(clusters[r]): int(classes[c]) for r, c in zip(rows, cols)}
@@ -39,6 +39,8 @@ def hungarian_mapping(y_true: np.ndarray, y_pred: np.ndarray) -> dict[int, int]:
 
 def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Fraction of points whose cluster maps to their class under :func:`hungarian_mapping`."""
+    from scipy.optimize import linear_sum_assignment
+
     counts, _, _ = contingency(y_true, y_pred)
     rows, cols = linear_sum_assignment(counts, maximize=True)
     return float(counts[rows, cols].sum() / counts.sum())
@@ -46,6 +48,8 @@ def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def clustering_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """``accuracy`` (Hungarian), ``nmi`` and ``ari`` of a clustering against the classes."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     return {
         "accuracy": hungarian_accuracy(y_true, y_pred),
         "nmi": float(normalized_mutual_info_score(y_true, y_pred)),

@@ -37,12 +37,15 @@ from typing import Any
 import repeval
 from repeval.checkpoint import Checkpoint
 from repeval.paths import atomic_write_text
+from repeval.previews import load_previews
 from repeval.report import figures
-from repeval.report.tables import (
-    Cell, Column, DataStatus, Ours, PaperRow, PaperTable, Row, ScoreTable, anchor, data_status, dataset_rank,
-    encoder_rank, fmt_budget, fmt_budget_share, load_paper, paper_tables, score_tables)
-from repeval.specs import PAPER_BUDGET
-from repeval.store import DB_FILENAME, GROUP_COLUMNS, Store, group_key
+from repeval.devices import PAPER_BUDGET
+from repeval.report.data_status import DataStatus, data_status
+from repeval.report.format import anchor, fmt_budget, fmt_budget_share
+from repeval.report.paper import Ours, PaperRow, PaperTable, load_paper, paper_tables
+from repeval.report.scores import Cell, Column, Row, ScoreTable, dataset_rank, encoder_rank, score_tables
+from repeval.store import DB_FILENAME, Store
+from repeval.summary import GROUP_COLUMNS, group_key
 
 
 def _paper_json() -> Path:
@@ -255,7 +258,7 @@ def _first_previews(row: Row, dirs: dict[str, Path | None], seeds: dict[str, int
     """Preview images of the row's run with the lowest seed that has a previews file."""
     for run_id in sorted(row.run_ids, key=lambda i: (seeds.get(i, 0), i)):
         directory = dirs.get(run_id)
-        arrays = figures.load_previews(directory, row.latent) if directory is not None else None
+        arrays = load_previews(directory, row.latent) if directory is not None else None
         if arrays is not None:
             return {"run_id": run_id, "seed": seeds.get(run_id),
                     "reconstructions": figures.reconstruction_grid(arrays),
@@ -314,7 +317,7 @@ def _figure_block(table: ScoreTable, previews: dict[tuple[str, int], Any], runs:
 
 
 def _undefined_counts(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], tuple[int, int]]:
-    """Per :func:`repeval.store.group_key` of the interpolation smoothness scores: the
+    """Per :func:`repeval.summary.group_key` of the interpolation smoothness scores: the
     undefined interpolations and all interpolations, summed over the group's seeds."""
     counts: dict[tuple[Any, ...], tuple[int, int]] = {}
     for r in rows:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +25,6 @@ DPI = 96
 PANEL_WIDTH_IN = 2.7
 GRID_GAP = 1  # pixels between tiles
 REFERENCE_COLOUR = "#9aa0a6"
-PREVIEW_KEYS = ("originals", "reconstructions", "interpolations")
 # Reconstruction loss in training histories, in order of preference (every family logs "mse").
 LOSS_KEYS = ("mse", "autoencoder")
 
@@ -37,26 +34,6 @@ def png_uri(data: bytes) -> str:
 
 
 # ------------------------------------------------------------------------------ image grids
-def load_previews(run_dir: Path, latent: str) -> dict[str, np.ndarray] | None:
-    """The arrays of ``<run_dir>/previews-<latent>.npz`` (see :func:`repeval.pipeline.write_previews`),
-    or ``None`` when the file is missing, unreadable or not uint8 images of 1 or 3 channels
-    (``originals``/``reconstructions`` N×C×H×W, ``interpolations`` pairs×steps×C×H×W)."""
-    path = Path(run_dir) / f"previews-{latent}.npz"
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in PREVIEW_KEYS if k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return None
-    if len(arrays) != len(PREVIEW_KEYS) or any(a.dtype != np.uint8 or a.size == 0 for a in arrays.values()):
-        return None
-    images = arrays["originals"].shape
-    ok = (len(images) == 4 and images[1] in (1, 3) and arrays["reconstructions"].shape == images
-          and arrays["interpolations"].ndim == 5 and arrays["interpolations"].shape[2:] == images[1:])
-    return arrays if ok else None
-
-
 def tile_grid(tiles: np.ndarray, gap: int = GRID_GAP) -> tuple[bytes, int, int]:
     """PNG of a rows × cols grid of uint8 images ``(rows, cols, C, H, W)``, C = 1 or 3, with
     its width and height in pixels. Tiles are separated by ``gap`` white pixels."""

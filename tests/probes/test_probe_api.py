@@ -11,8 +11,8 @@ from repeval.probes import TASKS, Latents, resolve_settings
 
 
 def test_registry():
-    assert {name: task.metrics for name, task in TASKS.items()} == {
-        "linear": ("accuracy",),
+    assert {name: tuple(m.name for m in task.metrics) for name, task in TASKS.items()} == {
+        "linear": ("accuracy_online", "accuracy"),
         "kmeans": ("accuracy", "nmi", "ari"),
         "knn": ("accuracy",),
         "interpolation": ("mean_distance", "smoothness"),

@@ -102,9 +102,9 @@ class Pixels(torch.nn.Module):
         return z.view(-1, 1, 32, 32)
 
 
-def lines_dataset(name: str = "lines", test_angles=(START, END)):
+def lines_dataset(name: str = "lines", test_angles=(START, END), features=("line_angles",)):
     x = lines_at(test_angles).astype(np.float32)[:, None]
-    return make_dataset(name, x, np.zeros(len(x)), x, np.zeros(len(x)), num_classes=10, info={})
+    return make_dataset(name, x, np.zeros(len(x)), x, np.zeros(len(x)), num_classes=10, info={}, features=features)
 
 
 def test_task_end_to_end_with_pixel_crossfade():
@@ -126,6 +126,6 @@ def test_pairs_are_i_and_i_plus_n_pairs():
 
 def test_task_rejects_other_datasets_and_short_splits():
     with pytest.raises(UserError, match="--dataset lines"):
-        run(Pixels(), lines_dataset(name="mnist"), InterpolationSettings(n_pairs=1), "cpu")
+        run(Pixels(), lines_dataset(name="mnist", features=()), InterpolationSettings(n_pairs=1), "cpu")
     with pytest.raises(UserError, match="Lower n_pairs"):
         run(Pixels(), lines_dataset(), InterpolationSettings(n_pairs=2), "cpu")

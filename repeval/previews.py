@@ -1,0 +1,76 @@
+"""Previews of a run for the report: reconstructions and latent interpolations of fixed
+test images, written once per run and latent (``previews-<latent>.npz`` in the run
+directory) and read back here too, so the file's layout is defined in one place."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+PREVIEW_KEYS = ("originals", "reconstructions", "interpolations")
+PREVIEW_IMAGES = 8
+PREVIEW_PAIRS = 4
+PREVIEW_STEPS = 10
+
+
+def preview_path(run_dir: Path, latent: str) -> Path:
+    return Path(run_dir) / f"previews-{latent}.npz"
+
+
+def write_previews(path: Path, model, dataset, latent: str, device: str) -> Path:
+    """Reconstructions and latent interpolations of fixed test images, for the report.
+
+    ``previews-<latent>.npz``: ``originals`` and ``reconstructions`` (8×C×32×32) and
+    ``interpolations`` (4 pairs × 10 steps × C×32×32, endpoints included), uint8 in display
+    scale. Pairs are test images 0↔1, 2↔3, 4↔5, 6↔7.
+    """
+    import torch
+
+    from repeval.data.base import to_float
+    from repeval.paths import atomic_write_bytes
+
+    out = preview_path(path, latent)
+    if out.is_file():
+        return out
+    n = min(PREVIEW_IMAGES, len(dataset.test))
+    with torch.no_grad():
+        model.eval()
+        x = to_float(dataset.test.x[:n].to(device))
+        z = model.encode(x, latent)
+        recon = model.decode(z, latent)
+        pairs = min(PREVIEW_PAIRS, n // 2)
+        za, zb = z[0:2 * pairs:2], z[1:2 * pairs:2]
+        t = torch.linspace(0, 1, PREVIEW_STEPS, device=z.device).view(1, -1, 1)
+        zi = (1 - t) * za[:, None] + t * zb[:, None]
+        interp = model.decode(zi.reshape(-1, z.shape[1]), latent).reshape(pairs, PREVIEW_STEPS, *x.shape[1:])
+
+    def to_uint8(t):
+        return ((t.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, originals=to_uint8(x), reconstructions=to_uint8(recon), interpolations=to_uint8(interp))
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def load_previews(run_dir: Path, latent: str) -> dict[str, np.ndarray] | None:
+    """The arrays of ``<run_dir>/previews-<latent>.npz`` (see :func:`write_previews`),
+    or ``None`` when the file is missing, unreadable or not uint8 images of 1 or 3 channels
+    (``originals``/``reconstructions`` N×C×H×W, ``interpolations`` pairs×steps×C×H×W)."""
+    path = preview_path(run_dir, latent)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in PREVIEW_KEYS if k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    if len(arrays) != len(PREVIEW_KEYS) or any(a.dtype != np.uint8 or a.size == 0 for a in arrays.values()):
+        return None
+    images = arrays["originals"].shape
+    ok = (len(images) == 4 and images[1] in (1, 3) and arrays["reconstructions"].shape == images
+          and arrays["interpolations"].ndim == 5 and arrays["interpolations"].shape[2:] == images[1:])
+    return arrays if ok else None
