@@ -17,7 +17,7 @@ setup(
     packages=find_packages(include=["repeval", "repeval.*", "encoders", "encoders.*"]),
     package_data={"repeval": ["report/templates/*.j2"]},
     # the paper's numbers for the report, found there by non-editable installs
-    data_files=[("share/repeval", ["reports/paper.json"])],
+    data_files=[("share/repeval", ["reports/paper.json", "docs/protocol.md"])],
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
@@ -34,6 +34,6 @@ setup(
         "tqdm>=4.66",
         "pillow>=10",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
     entry_points={"console_scripts": ["repeval = repeval.cli:main"]},
 )

@@ -91,8 +91,10 @@ def run_once(args: list[str], variant: str, timeout: float, tree: Path | None = 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--args", default=DEFAULT_ARGS, help=f"repeval arguments, without --workdir (default: {DEFAULT_ARGS!r})")
-    p.add_argument("--variants", help=f"comma-separated, of {', '.join(VARIANTS)} (default: quick default,omp1; full all)")
+    p.add_argument("--args", default=DEFAULT_ARGS,
+                   help=f"repeval arguments, without --workdir (default: {DEFAULT_ARGS!r})")
+    p.add_argument("--variants",
+                   help=f"comma-separated, of {', '.join(VARIANTS)} (default: quick default,omp1; full all)")
     p.add_argument("--reps", type=int, help="interleaved rounds (default: quick 1, full 3)")
     p.add_argument("--timeout", type=float, help="seconds before a run is killed (default: quick 120, full 300)")
     p.add_argument("--before", type=Path, help="also time the repeval of this source tree (e.g. an earlier commit), "
@@ -121,12 +123,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             r = run_once(cli_args, variant, timeout, tree)
             runs[name].append(r)
             print(f"{name:20s} {r['wall_s']:7.1f} s wall  user {r['user_s']:.1f} s  sys {r['sys_s']:.1f} s  "
-                  f"minor faults {r['minor_page_faults']:,}  {r['status']}  (load {r['load_before']}->{r['load_after']})",
+                  f"minor faults {r['minor_page_faults']:,}  {r['status']}  "
+                  f"(load {r['load_before']}->{r['load_after']})",
                   flush=True)
     summary = {name: {"median_wall_s": round(statistics.median(r["wall_s"] for r in rs), 2),
                       "all_ok": all(r["status"] == "ok" for r in rs)} for name, rs in runs.items()}
     report = {"machine": common.machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "repeval_args": args.args, "trees": {(k or "after:").rstrip(":"): str(v or common.ROOT) for k, v in trees.items()},
+              "repeval_args": args.args,
+              "trees": {(k or "after:").rstrip(":"): str(v or common.ROOT) for k, v in trees.items()},
               "variants": {v: VARIANTS[v] for v in variants}, "reps": reps, "timeout_s": timeout,
               "runs": runs, "summary": summary, "load_before": load_before, "load_after": common.load_average()}
     print("median wall: " + "  ".join(f"{name}={s['median_wall_s']} s" + ("" if s["all_ok"] else " (not all ok)")

@@ -30,15 +30,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 import torch  # noqa: E402
 
 PAPER = {"mnist": (1, 256), "cifar10": (3, 1024)}
 
 
 def build_encoder(dataset_name: str, device: str):
-    from repeval.specs import make_spec
     from encoders import build_model
+    from repeval.specs import make_spec
 
     colors, latent_dim = PAPER[dataset_name]
     torch.manual_seed(0)

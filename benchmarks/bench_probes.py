@@ -35,18 +35,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
 def make_latents(kind: str, dataset, device: str, budget: int):
     """Real MNIST latents as a ``repeval.probes.Latents``."""
+    from encoders import build_model
     from repeval.data.base import to_float
     from repeval.extract import encode
     from repeval.probes import Latents
     from repeval.specs import make_spec
-    from encoders import build_model
     from repeval.train import train
 
     if kind == "pca":
@@ -57,7 +56,8 @@ def make_latents(kind: str, dataset, device: str, budget: int):
 
         spec = make_spec(kind, "mnist", latent_dim=256, budget=budget, seed=0)
         with tempfile.TemporaryDirectory() as work:
-            model = train(spec, dataset, device, Path(work), progress=False, log=lambda *a, **k: None).load_model(device)
+            checkpoint = train(spec, dataset, device, Path(work), progress=False, log=lambda *a, **k: None)
+            model = checkpoint.load_model(device)
     latent = model.default_latent()
     return Latents(encode(model, dataset.train.x, latent, device), dataset.train.y.numpy(),
                    encode(model, dataset.test.x, latent, device), dataset.test.y.numpy(), dataset.num_classes)
@@ -247,12 +247,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "knn" in tasks:
         r = report["knn"] = bench_knn(latents, reps)
         print(f"knn search: {r['median_s']} s  repeval/sklearn={r['ratio_repeval_over_sklearn_search']}  "
-              f"acc repeval={r['repeval_accuracy']} numpy-vote-on-sklearn={r['numpy_vote_on_sklearn_neighbours_accuracy']}"
+              f"acc repeval={r['repeval_accuracy']} "
+              f"numpy-vote-on-sklearn={r['numpy_vote_on_sklearn_neighbours_accuracy']}"
               f"  agreement={r['prediction_agreement']}  (load {r['load_before']}->{r['load_after']})", flush=True)
     if "linear" in tasks:
         r = report["linear"] = bench_linear(latents, reps)
         print(f"linear: {r['median_s']} s  repeval/sklearn64={r['ratio_repeval_over_sklearn_float64']}  "
-              f"repeval/sklearn32={r['ratio_repeval_over_sklearn_float32']}  acc={r['accuracy']}  iters={r['iterations']}"
+              f"repeval/sklearn32={r['ratio_repeval_over_sklearn_float32']}  acc={r['accuracy']}  "
+              f"iters={r['iterations']}"
               f"  (load {r['load_before']}->{r['load_after']})", flush=True)
     limiter.restore_original_limits()
     common.write_results("bench_probes", report, args.out)

@@ -33,7 +33,6 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
@@ -101,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["ratio_cast_once_over_autocast"] = round(r["cast_once"]["ops"] / r["autocast"]["ops"], 3)
         report["families"][family] = r
         print(f"{family:10s} {r['autocast']['ops']:9.0f} {r['cast_once']['ops']:9.0f} "
-              f"{r['ratio_cast_once_over_autocast']:6.3f}   {r['autocast']['casts']:.0f} -> {r['cast_once']['casts']:.0f}",
+              f"{r['ratio_cast_once_over_autocast']:6.3f}   "
+              f"{r['autocast']['casts']:.0f} -> {r['cast_once']['casts']:.0f}",
               flush=True)
     common.write_results("bench_step_ops", report, args.out)
     return report

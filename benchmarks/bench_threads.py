@@ -37,11 +37,11 @@ POLICIES = {"default": None, "passive": "PASSIVE"}
 
 
 def child(steps: int, reps: int, data_dir: str | None) -> dict[str, Any]:
+    import bench_train as bt
     import faiss
     import numpy as np
     import torch
 
-    import bench_train as bt
     from repeval.extract import encode
     from repeval.probes import TASKS, resolve_settings
     from repeval.probes.base import Latents
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     report: dict[str, Any] = {"machine": common.machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                               "policies": {}}
-    print(f"# threads x OpenMP wait policy (speed-up = 2 threads over 1; >1 means 2 threads help)")
+    print("# threads x OpenMP wait policy (speed-up = 2 threads over 1; >1 means 2 threads help)")
     labels = list(POLICIES)
     for round_ in range(args.rounds):
         for label in (labels if round_ % 2 == 0 else labels[::-1]):

@@ -43,7 +43,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # pythae always adds a progress bar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 import torch  # noqa: E402
 
 FAMILIES = ("baseline", "dropout", "denoising", "vae", "aae", "vqvae", "acai")
@@ -69,7 +68,8 @@ PEER_NOTES = {
 
 # ----------------------------------------------------------------------------- helpers
 def make_spec(family: str):
-    from repeval.specs import PAPER_BUDGET, make_spec as _make_spec
+    from repeval.specs import PAPER_BUDGET
+    from repeval.specs import make_spec as _make_spec
 
     # the paper's budget keeps the online evaluation (every 65,536 images) out of short runs
     return _make_spec(family, "mnist", latent_dim=256, budget=PAPER_BUDGET, seed=0)
@@ -147,7 +147,7 @@ def run_plain(family: str, dataset, steps: int, device: str) -> tuple[float, lis
 
 def pythae_model(family: str):
     """The pythae model of ``family`` around repeval's freshly built modules."""
-    from pythae.models import AE, VAE, VQVAE, Adversarial_AE, AEConfig, Adversarial_AE_Config, VAEConfig, VQVAEConfig
+    from pythae.models import AE, VAE, VQVAE, Adversarial_AE, Adversarial_AE_Config, AEConfig, VAEConfig, VQVAEConfig
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseDiscriminator, BaseEncoder
 
@@ -212,6 +212,7 @@ def pythae_model(family: str):
 
 def pythae_dataset(family: str, dataset, steps: int):
     from pythae.data.datasets import BaseDataset
+
     from repeval.data.base import to_float
 
     n = steps * 64

@@ -19,7 +19,7 @@ b. throughput
      step): steady images/s from two runs of different length, and the projected time for
      the paper's 2^24 images (+ its 256 online evaluations) against the 10-minute target;
    - ``cast_once`` — ACAI and baseline in the trainer with the conv/dense weights cast to bf16
-     once per step (``cast_once=True``, opt-in via ``REPEVAL_CAST_ONCE=1``) against autocast's
+     once per step (``cast_once=True``, the trainer's bf16 default) against autocast's
      per-call casts: images/s of both, and the test MSE each reaches (the same numbers by
      construction; CPU tests check it bit for bit);
    - ``trainer_families`` — every family in the trainer, CUDA-graph step vs eager: images/s
@@ -31,10 +31,7 @@ b. throughput
    - ``knn`` — the kNN probe on the device, and its agreement with the CPU;
    - ``cli_run`` — ``repeval run --encoder acai --task all --budget 65536 --device cuda``
      through the CLI (in-process): the product's whole GPU path, with its scores;
-c. ``graphs_and_compile`` — ACAI training steps at batch 64 outside the trainer: eager,
-   one CUDA graph of the whole step (forward, per-group backward, fused capturable Adam),
-   ``torch.compile`` (default) and ``torch.compile(mode="reduce-overhead")``;
-d. ``kmeans_backends`` — the torch k-means backend with the same restarts on CPU and
+c. ``kmeans_backends`` — the torch k-means backend with the same restarts on CPU and
    device: same inertia and labels?
 
 ``--small`` (implied by ``--device cpu``) shrinks every size so the script's code paths
@@ -58,7 +55,6 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -292,7 +288,7 @@ def acai_throughput(c: Check) -> dict[str, Any]:
 
 def cast_once(c: Check) -> dict[str, Any]:
     """The trainer with each layer's bf16 weights made once per step, against autocast's
-    per-call casts (``repeval.train._CastOnce``): images/s, test MSE after the same steps."""
+    per-call casts (``repeval.acceleration.CastOnce``): images/s, test MSE after the same steps."""
     short, long = (6, 14) if c.small else (300, 1800)
     amp = True  # on the CPU (dry run) bf16 autocast runs there too
     out = c.partial
@@ -341,10 +337,10 @@ def trainer_families(c: Check) -> dict[str, Any]:
 
 
 def extract_throughput(c: Check) -> dict[str, Any]:
+    from encoders import build_model
     from repeval.extract import encode
     from repeval.probes import Latents
     from repeval.specs import make_spec
-    from encoders import build_model
 
     if c.acai_checkpoint is not None:
         model, source = c.acai_checkpoint.load_model(c.device), "the ACAI run of acai_throughput"
@@ -453,124 +449,6 @@ def cli_run(c: Check) -> dict[str, Any]:
             "pass": all(np.isfinite(v) for v in scores.values()) and len(scores) > 0}
 
 
-def graphs_and_compile(c: Check) -> dict[str, Any]:
-    """ACAI steps at batch 64 outside the trainer: eager, a CUDA graph of the whole step (bf16
-    or fp32, channels-last or not) and ``torch.compile``; images/s over ``n`` steps after warm-up."""
-    from repeval.data.base import to_float
-    from encoders import build_model
-
-    if not c.device.startswith("cuda"):
-        return {"status": "skipped", "reason": "CUDA graphs and inductor's GPU kernels need CUDA"}
-    dev = c.device
-    data = c.dataset.train.x.to(dev)
-    n = 300
-    gen = torch.Generator(device=dev).manual_seed(0)
-    batches = [torch.randint(0, len(data), (64,), device=dev, generator=gen) for _ in range(n)]
-    spec = c.spec("acai")
-
-    def fresh(capturable: bool, cl: bool = True):
-        torch.manual_seed(0)
-        model = build_model(spec, c.dataset.channels).to(dev).train()
-        if cl:
-            model = model.to(memory_format=torch.channels_last)
-        groups = model.optimizer_groups(spec.lr)
-        opts = {g: torch.optim.Adam(p, lr=lr, fused=True, capturable=capturable) for g, (p, lr) in groups.items()}
-        return model, groups, opts
-
-    def step_fn(model, groups, opts, forward, amp: bool = True):
-        def step(x):
-            for o in opts.values():  # inside a graph capture this runs once: the grads become graph memory
-                o.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False, enabled=amp):
-                out = forward(x)
-            names = list(groups)
-            for i, g in enumerate(names):
-                out.losses[g].backward(inputs=groups[g][0], retain_graph=i < len(names) - 1)
-            for o in opts.values():
-                o.step()
-            return out.losses["autoencoder"].detach()
-        return step
-
-    def batch(i, cl: bool = True):
-        x = to_float(data[batches[i % n]])
-        return x.contiguous(memory_format=torch.channels_last) if cl else x
-
-    def timed(step, warmup: int, cl: bool = True) -> tuple[float, float]:
-        start = time.perf_counter()
-        for i in range(warmup):
-            step(batch(i, cl))
-        sync(dev)
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        for i in range(n):
-            step(batch(i, cl))
-        sync(dev)
-        return 64 * n / (time.perf_counter() - start), first
-
-    out = c.partial  # kept if the time box ends this part early
-    out.update({"steps": n, "batch": 64, "precision": "bf16 autocast, channels_last, fused Adam",
-                "note": "the model's step only: no online classifier, logging or checkpoints"})
-
-    def record(name: str, fn: Callable[[], dict[str, Any]]) -> None:
-        try:
-            out[name] = fn()
-        except PartTimeout:
-            out[name] = {"status": "timeout"}
-            raise
-        except Exception as exc:  # noqa: BLE001 - keep the other variants
-            out[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-
-    def eager():
-        model, groups, opts = fresh(False)
-        rate, _ = timed(step_fn(model, groups, opts, model.training_step), warmup=20)
-        return {"images_per_s": round(rate, 1)}
-
-    def cuda_graph(amp: bool = True, cl: bool = True):
-        model, groups, opts = fresh(True, cl)
-        step = step_fn(model, groups, opts, model.training_step, amp)
-        static_x = batch(0, cl).clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up on a side stream (allocates Adam's state)
-            for _ in range(3):
-                step(static_x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step(static_x)
-
-        def replay(x):
-            static_x.copy_(x)
-            graph.replay()
-
-        rate, _ = timed(replay, warmup=5, cl=cl)
-        return {"images_per_s": round(rate, 1)}
-
-    def compiled(mode: str | None, cl: bool):
-        def run():
-            torch._dynamo.reset()
-            model, groups, opts = fresh(False, cl)
-            forward = torch.compile(model.training_step, mode=mode) if mode else torch.compile(model.training_step)
-            rate, first = timed(step_fn(model, groups, opts, forward), warmup=10, cl=cl)
-            return {"images_per_s": round(rate, 1), "compile_and_warmup_s": round(first, 1)}
-        return run
-
-    record("eager", eager)
-    record("cuda_graph_whole_step", cuda_graph)
-    record("cuda_graph_bf16_no_channels_last", lambda: cuda_graph(True, False))
-    record("cuda_graph_fp32_channels_last", lambda: cuda_graph(False, True))
-    record("cuda_graph_fp32_no_channels_last", lambda: cuda_graph(False, False))
-    record("compile_default_no_channels_last", compiled(None, False))
-    record("compile_reduce_overhead_no_channels_last", compiled("reduce-overhead", False))
-    record("compile_default", compiled(None, True))
-    base = out.get("eager", {}).get("images_per_s")
-    if base:
-        for k, v in out.items():
-            if isinstance(v, dict) and "images_per_s" in v:
-                v["speedup_over_eager"] = round(v["images_per_s"] / base, 2)
-    return out
-
-
 def kmeans_backends(c: Check) -> dict[str, Any]:
     from repeval.probes import kmeans as km
 
@@ -637,17 +515,13 @@ def key_figures(name: str, r: dict[str, Any]) -> str:
     if name == "extract_throughput":
         return ", ".join(f"{k}: {v:,.0f} img/s" for k, v in r["images_per_s"].items())
     if name == "kmeans_1000":
-        return (f"{r['settings']['restarts']} restarts on {r['shape']}: {r['kmeans_s']} s (target {r['target_s']:.0f} s);"
-                f" accuracy {r['scores'].get('accuracy', float('nan')):.4f}")
+        return (f"{r['settings']['restarts']} restarts on {r['shape']}: {r['kmeans_s']} s "
+                f"(target {r['target_s']:.0f} s); accuracy {r['scores'].get('accuracy', float('nan')):.4f}")
     if name == "knn":
         return (f"device {r['device_s']} s vs CPU ({r['cpu_backend']}) {r['cpu_s']} s; accuracy "
                 f"{r['device_accuracy']:.4f} / {r['cpu_accuracy']:.4f}")
     if name == "cli_run":
         return f"{r['seconds']} s: " + ", ".join(f"{k} {v:.4f}" for k, v in r["scores"].items())
-    if name == "graphs_and_compile":
-        return "; ".join(f"{k}: {v.get('images_per_s', v.get('status'))} img/s"
-                         + (f" (x{v['speedup_over_eager']})" if "speedup_over_eager" in v else "")
-                         for k, v in r.items() if isinstance(v, dict))
     if name == "kmeans_backends":
         return (f"torch backend R={r['restarts']}: device {r['device']['seconds']} s, cpu {r['cpu']['seconds']} s; "
                 f"inertia rel diff {r['inertia_rel_diff']:.1e}, label agreement {r['label_agreement']:.4f}")
@@ -672,10 +546,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     c = Check(args)
     print(f"# repeval GPU check on {c.device}; data: {c.data_note}; faiss: {FAISS}", flush=True)
     parts = [("extract_equivalence", extract_equivalence, 60), ("bf16_vs_fp32", bf16_vs_fp32, 90),
-             ("acai_throughput", acai_throughput, 75), ("cast_once", cast_once, 80), ("trainer_families", trainer_families, 150), ("extract_throughput", extract_throughput, 40),
-             ("kmeans_1000", kmeans_1000, 90), ("knn", knn_check, 40),
-             ("cli_run", cli_run, 120),
-             ("graphs_and_compile", graphs_and_compile, 200), ("kmeans_backends", kmeans_backends, 60)]
+             ("acai_throughput", acai_throughput, 75), ("cast_once", cast_once, 80),
+             ("trainer_families", trainer_families, 150), ("extract_throughput", extract_throughput, 40),
+             ("kmeans_1000", kmeans_1000, 90), ("knn", knn_check, 40), ("cli_run", cli_run, 120),
+             ("kmeans_backends", kmeans_backends, 60)]
     only = set(args.only.split(",")) if args.only else None
     for name, fn, box in parts:
         if only is None or name in only:

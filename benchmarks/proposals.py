@@ -32,12 +32,9 @@ from typing import Any
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-
-import torch  # noqa: E402
-
 import bench_train as bt  # noqa: E402
-
+import common  # noqa: E402
+import torch  # noqa: E402
 
 
 def minor_faults() -> int:

@@ -1,4 +1,4 @@
-"""Adversarial autoencoder (``acai.md`` §3.6, official ``aae.py``)."""
+"""Adversarial autoencoder (``docs/protocol.md`` §3.6, official ``aae.py``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encoders.registry import register
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, dense, lrelu, mse
+from encoders.registry import register
 
 DISC_LAYERS = (100, 100)  # the official flag disc_layer_sizes='100,100'
 

@@ -1,4 +1,4 @@
-"""Adversarially Constrained Autoencoder Interpolation (``acai.md`` §2.6, §3.8, official ``acai.py``)."""
+"""Adversarially Constrained Autoencoder Interpolation (``docs/protocol.md`` §2.6, §3.8, official ``acai.py``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from encoders.registry import register
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, Encoder, mse
+from encoders.registry import register
 
 
 @register

@@ -11,7 +11,7 @@ A family is an :class:`Autoencoder` subclass registered under a short ``name``:
   everything else (batches, devices, precision, optimisers, checkpoints): each group's
   loss is differentiated with respect to that group's parameters only, so a critic's loss
   never moves the autoencoder and vice versa, and all groups step simultaneously from one
-  forward pass, as in the official code (``acai.md`` §3.8).
+  forward pass, as in the official code (``docs/protocol.md`` §3.8).
 - ``optimizer_groups(lr)`` → ``{group: (parameters, learning rate)}``.
 - ``parameter_counts()`` → ``{"encoder": n, "decoder": n, ...}`` (critic/discriminator too).
 
@@ -30,13 +30,13 @@ from torch import Tensor, nn
 
 IMAGE_SIZE = 32
 
-# latent size -> (latent_width, latent channels): the paper's configurations (acai.md §2.1, §3.9)
+# latent size -> (latent_width, latent channels): the paper's configurations (docs/protocol.md §2.1, §3.9)
 LATENT_SHAPES: dict[int, tuple[int, int]] = {32: (4, 2), 64: (2, 16), 256: (4, 16), 1024: (4, 64)}
 
 
 @dataclass(frozen=True)
 class Arch:
-    """The shape of one paper autoencoder, in the official code's terms (``acai.md`` §2.1).
+    """The shape of one paper autoencoder, in the official code's terms (``docs/protocol.md`` §2.1).
 
     ``colors`` image channels; ``depth`` channels of the first conv (doubling at every
     scale); ``latent_width`` spatial size of the latent map; ``latent_channels`` its channels.
@@ -144,7 +144,7 @@ class Autoencoder(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """The online classifier's input in eval mode (what ``Step.features`` is in training).
 
-        The paper's classifier reads the encoder map for most families (``acai.md`` §5.1).
+        The paper's classifier reads the encoder map for most families (``docs/protocol.md`` §5.1).
         """
         return self.encode(x, self.default_latent())
 

@@ -1,12 +1,12 @@
-"""Baseline autoencoder: reconstruction only (``acai.md`` §3.2, official ``baseline.py``)."""
+"""Baseline autoencoder: reconstruction only (``docs/protocol.md`` §3.2, official ``baseline.py``)."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from encoders.registry import register
 from encoders.base import Step
 from encoders.layers import ConvAutoencoder
+from encoders.registry import register
 
 
 @register

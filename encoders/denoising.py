@@ -1,13 +1,13 @@
-"""Denoising autoencoder (``acai.md`` §3.4, official ``denoising.py``)."""
+"""Denoising autoencoder (``docs/protocol.md`` §3.4, official ``denoising.py``)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from encoders.registry import register
 from encoders.base import Step
 from encoders.layers import ConvAutoencoder
+from encoders.registry import register
 
 
 @register

@@ -1,13 +1,13 @@
-"""Dropout autoencoder (``acai.md`` §3.3, official ``dropout.py``)."""
+"""Dropout autoencoder (``docs/protocol.md`` §3.3, official ``dropout.py``)."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from encoders.registry import register
 from encoders.base import Step
 from encoders.layers import ConvAutoencoder
+from encoders.registry import register
 
 
 @register
@@ -17,7 +17,7 @@ class Dropout(ConvAutoencoder):
     Each latent unit is kept with probability ``keep_prob`` (the official flag ``dropout``,
     default 0.5) and survivors are scaled by 1/``keep_prob`` (``tf.nn.dropout``); loss =
     MSE(x, g(dropout(f(x)))). Encoding, decoding and the online classifier use the
-    un-dropped map. The paper's CIFAR-10 table row used ``keep_prob=0.75`` (``acai.md`` §3.3).
+    un-dropped map. The paper's CIFAR-10 table row used ``keep_prob=0.75`` (``docs/protocol.md`` §3.3).
     """
 
     name = "dropout"

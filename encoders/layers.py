@@ -1,7 +1,7 @@
 """The paper's shared building blocks: conv encoder/decoder stacks, initialisation, losses.
 
 Layer lists, initialisation and activations follow the official ``lib/layers.py``
-(``acai.md`` §2.2–2.4): every conv is stride 1 with "same" padding and a bias; leaky ReLU
+(``docs/protocol.md`` §2.2–2.4): every conv is stride 1 with "same" padding and a bias; leaky ReLU
 (slope 0.2) after every conv except the first 1×1 conv of the encoder and the last conv of
 each stack; conv kernels are drawn from N(0, 1/((1 + 0.2²)·fan_in)) with fan_in = k·k·C_in,
 biases are zero; dense layers are Glorot-uniform with zero biases (TensorFlow's defaults).
@@ -51,7 +51,7 @@ def lrelu() -> nn.LeakyReLU:
 
 
 class Encoder(nn.Sequential):
-    """The encoder stack f (``acai.md`` §2.2); also the ACAI critic (§2.6) with its own weights.
+    """The encoder stack f (``docs/protocol.md`` §2.2); also the ACAI critic (§2.6) with its own weights.
 
     1×1 conv to ``depth`` (linear); per scale i: two 3×3 convs to ``depth·2^i`` + leaky ReLU,
     2×2 average pooling; 3×3 conv to ``depth·2^scales`` + leaky ReLU; 3×3 conv to
@@ -71,7 +71,7 @@ class Encoder(nn.Sequential):
 
 
 class Decoder(nn.Sequential):
-    """The decoder stack g (``acai.md`` §2.3).
+    """The decoder stack g (``docs/protocol.md`` §2.3).
 
     Per scale i = scales−1 … 0: two 3×3 convs to ``depth·2^i`` + leaky ReLU, 2× nearest
     up-sampling; 3×3 conv to ``depth`` + leaky ReLU; 3×3 conv to ``colors`` (linear, no
@@ -107,7 +107,7 @@ class ConvAutoencoder(Autoencoder):
 
     Subclasses implement ``training_step`` and, where their latents differ, ``encode`` and
     ``decode``. ``parameter_counts`` reports the conv stacks as ``encoder``/``decoder`` (the
-    numbers of ``acai.md`` §2.5) plus whatever :meth:`extra_counts` adds.
+    numbers of ``docs/protocol.md`` §2.5) plus whatever :meth:`extra_counts` adds.
     """
 
     def __init__(self, arch: Arch, **hparams):

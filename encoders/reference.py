@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from encoders.registry import register
 from encoders.base import IMAGE_SIZE, Arch, Autoencoder
 from encoders.layers import full_precision
+from encoders.registry import register
 
 FIT_CHUNK = 4096  # train images per float64 covariance update
 

@@ -1,4 +1,4 @@
-"""Variational autoencoder (``acai.md`` §3.5, official ``vae.py``)."""
+"""Variational autoencoder (``docs/protocol.md`` §3.5, official ``vae.py``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from encoders.registry import register
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, dense, full_precision
+from encoders.registry import register
 
 
 @register

@@ -1,4 +1,4 @@
-"""VQ-VAE (``acai.md`` §3.7, official ``vqvae.py`` and ``lib/discretization.py``)."""
+"""VQ-VAE (``docs/protocol.md`` §3.7, official ``vqvae.py`` and ``lib/discretization.py``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from encoders.registry import register
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, dense, full_precision, mse
+from encoders.registry import register
 
 
 @register
@@ -47,7 +47,7 @@ class VQVAE(ConvAutoencoder):
                "filter_size": 512}
     latents = {"continuous": "the flattened encoder map before projection and quantisation",
                "quantized": "the num_latents selected codebook vectors, concatenated"}
-    default_latent_dims = {"lines": 256}  # the paper's lines VQ-VAE used a 4x4x16 map (acai.md §3.9)
+    default_latent_dims = {"lines": 256}  # the paper's lines VQ-VAE used a 4x4x16 map (docs/protocol.md §3.9)
 
     def __init__(self, arch: Arch, **hparams):
         super().__init__(arch, **hparams)

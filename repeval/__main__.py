@@ -1,3 +1,5 @@
+"""``python -m repeval`` is the ``repeval`` command."""
+
 from repeval.cli import main
 
 main()

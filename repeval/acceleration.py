@@ -22,7 +22,8 @@ class CastOnce:
 
     Under autocast each conv or dense call casts its float32 weight and bias to bf16, and
     the backward pass casts their gradients back: one small kernel per tensor each way,
-    which a launch-bound batch-64 step pays in full (counts in ``benchmarks/RESULTS.md``). Here each eligible layer runs on bf16 leaf tensors
+    which a launch-bound batch-64 step pays in full (counts in ``benchmarks/RESULTS.md``).
+    Here each eligible layer runs on bf16 leaf tensors
     refreshed by one multi-tensor copy per step, and their bf16 gradients go to float32
     buffers by one more: the same roundings in the same places, so the same numbers as
     autocast (tested bit for bit). Eligible are the layers the first step ran under bf16

@@ -12,7 +12,6 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable
 
-
 from repeval.errors import UserError
 from repeval.specs import RunSpec
 
@@ -48,7 +47,8 @@ def online_score(history: dict[str, Any]) -> tuple[float, dict[str, Any]] | None
     if not accs:
         return None
     last = accs[-ONLINE_MEDIAN_OF:]
-    return float(statistics.median(last)), {"evaluations": len(last), "at_images": history["online_images"][-len(last):]}
+    at_images = history["online_images"][-len(last):]
+    return float(statistics.median(last)), {"evaluations": len(last), "at_images": at_images}
 
 
 ONLINE_SETTINGS = {

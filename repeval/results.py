@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from repeval.errors import UserError
-from repeval.jsonio import json_default, canonical_json, json_safe
+from repeval.jsonio import canonical_json, json_default, json_safe
 from repeval.store import SCORE_COLUMNS
 
 # Columns shown by format_results("table"): compact, settings abbreviated.

@@ -26,7 +26,7 @@ def group_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Aggregate score rows over seeds as the paper's tables do: mean ± np.std (acai.md §4.6).
+    """Aggregate score rows over seeds as the paper's tables do: mean ± np.std (docs/protocol.md §4.6).
 
     Rows are grouped by (dataset, encoder, latent, latent_dim, budget, task, metric,
     settings), where a probe ``seed`` setting equal to the row's run seed counts as

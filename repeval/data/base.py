@@ -3,7 +3,7 @@
 A dataset is a pair of splits held whole in memory: images as ``uint8`` tensors
 ``N×C×32×32`` (or ``float32`` already in [-1, 1] for generated data such as ``lines``) and
 ``int64`` labels. Conversion to float in [-1, 1] (``x·2/255 − 1``, the paper's scaling,
-``acai.md`` §2.8) happens per batch on the device, so a GPU holds the uint8 copy only.
+``docs/protocol.md`` §2.8) happens per batch on the device, so a GPU holds the uint8 copy only.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from repeval.data.registry import DataOptions, DatasetEntry
 from repeval.data.base import Dataset, make_dataset
+from repeval.data.registry import DataOptions, DatasetEntry
 
 RULE = ("8x8 values 0-16 -> uint8 round(v*255/16); bilinear 8->32 (align_corners=False), rounded; "
         "stratified train_test_split(test_size=0.3, random_state=0)")

@@ -1,4 +1,4 @@
-"""``lines``: the paper's synthetic benchmark (``acai.md`` §4.1).
+"""``lines``: the paper's synthetic benchmark (``docs/protocol.md`` §4.1).
 
 A 32×32 grey image holds one anti-aliased line, 2 px thick, from the image centre out to
 15 px in direction (cos(−Λ), sin(−Λ)); pixel value = 2·coverage − 1 clipped to [-1, 1],
@@ -19,8 +19,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from repeval.data.registry import DataOptions, DatasetEntry
 from repeval.data.base import IMAGE_SIZE, Dataset, make_dataset
+from repeval.data.registry import DataOptions, DatasetEntry
 
 TRAIN_SIZE, TEST_SIZE = 32_768, 5_000
 TRAIN_SEED, TEST_SEED = 0, 1

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from repeval.data.registry import DatasetEntry
 from repeval.data.base import IMAGE_SIZE, Dataset, make_dataset
+from repeval.data.registry import DatasetEntry
 from repeval.errors import UserError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")

@@ -1,7 +1,7 @@
 """MNIST, SVHN and CIFAR-10 through ``torchvision.datasets``, exactly as the paper.
 
 - Pixels stay uint8; the [-1, 1] scaling happens per batch on the device.
-- MNIST 28×28 is padded with 2 px of 0 (= −1 after scaling) to 32×32 (``acai.md`` §2.8).
+- MNIST 28×28 is padded with 2 px of 0 (= −1 after scaling) to 32×32 (``docs/protocol.md`` §2.8).
 - SVHN: the ``train`` split (73,257) by default; ``svhn-extra`` is the paper's
   train+extra stream (604,388). Labels are torchvision's (digit 0 is class 0).
 - CIFAR-10: native 32×32×3.
@@ -21,8 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from repeval.data.registry import DataOptions, DatasetEntry
 from repeval.data.base import Dataset, fingerprint_arrays, make_dataset
+from repeval.data.registry import DataOptions, DatasetEntry
 from repeval.errors import UserError
 from repeval.paths import atomic_write_bytes, atomic_write_text, cache_dir
 

@@ -1,6 +1,6 @@
 """Interpolation task: the paper's synthetic lines benchmark (Table 1).
 
-Protocol (``acai.md`` §4.2–4.5; official ``lib/train.py: eval_custom_lines32`` and
+Protocol (``docs/protocol.md`` §4.2–4.5; official ``lib/train.py: eval_custom_lines32`` and
 ``lib/eval.py: line_eval``):
 
 1. Take the first ``2 · n_pairs`` images of the ``lines`` test split (a seeded split, see
@@ -27,7 +27,7 @@ Protocol (``acai.md`` §4.2–4.5; official ``lib/train.py: eval_custom_lines32`
      undefined interpolations is reported beside it.
 
 Reference values of the official metric on hand-made 16-frame sequences between
-Λ = 5π/7 and 3π/2 (``acai.md`` §4.5, reproduced by this module's tests): true lines at
+Λ = 5π/7 and 3π/2 (``docs/protocol.md`` §4.5, reproduced by this module's tests): true lines at
 evenly spaced angles 1.96e-7 / 1.7e-5; pixel cross-fade 7.22e-3 / 0.940; abrupt switch at
 the midpoint 2.5e-7 / 0.933; evenly spaced the long way round 1.75e-7 / 4.4e-5. Given the
 same float64 frames, distances agree with the official ``cdist`` to about 1e-15 and the

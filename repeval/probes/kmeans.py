@@ -1,6 +1,6 @@
 """k-means probe: the paper's clustering protocol (Table 3).
 
-Protocol (``acai.md`` §5.2, official ``cluster.py``):
+Protocol (``docs/protocol.md`` §5.2, official ``cluster.py``):
 
 1. Whiten with **train** statistics (``use_svd=1``): subtract the train mean, take the SVD
    of the centred train matrix (float64, ``numpy.linalg.svd``), project train and test on
@@ -34,7 +34,7 @@ torch backend; on CPU 20 restarts with faiss. One Lloyd iteration over 60,000 ×
 latents takes about 20 ms per restart on a quiet 2-core CPU and a restart runs tens to
 hundreds of iterations, so the paper's 1,000 restarts would take tens of minutes per probe
 there. The objectives of different restarts on such data differ by under 1%
-(``anchors.md`` §3.8) while their accuracies can differ by points, which is why the
+while their accuracies can differ by points, which is why the
 restart count is recorded with the score. ``niter = 300``: the paper's scikit-learn run
 stops when its centres move less than ``tol=1e-4`` (relative), well before its
 ``max_iter=1000`` cap; on 256-d PCA codes of MNIST, 3 of 5 restarts still changed
@@ -54,8 +54,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from repeval.errors import UserError
 from repeval.devices import is_cuda
+from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
 from repeval.probes.metrics import clustering_scores, hungarian_accuracy
 

@@ -1,7 +1,7 @@
 """Weighted k-nearest-neighbour probe.
 
 Protocol (the standard weighted kNN monitor of self-supervised learning — InstDisc; k=20,
-T=0.07 as solo-learn and DINO; ``reference/anchors.md`` §1 point 2, ``DESIGN.md``):
+T=0.07 as solo-learn and DINO; ``docs/protocol.md`` §8):
 
 - bank = train latents with their labels, queries = test latents;
 - ``metric="cosine"``: both sets L2-normalised, similarity ``s`` = inner product
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from repeval.errors import UserError
 from repeval.devices import is_cuda
+from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
 
 METRICS = ("cosine", "euclidean")

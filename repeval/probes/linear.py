@@ -1,9 +1,9 @@
 """Linear probe: one linear layer on frozen latents, trained to convergence.
 
 The paper's Table 2 probe is *online* (a dense layer on the stop-gradient latent trained
-alongside the autoencoder, ``acai.md`` §5.1); the trainer records that one as
-``accuracy_online``. This is the post-hoc form on frozen latents (DESIGN.md "Probe
-protocols"), defined by its objective rather than by an optimiser schedule so that any
+alongside the autoencoder, ``docs/protocol.md`` §5.1); the trainer records that one as
+``accuracy_online``. This is the post-hoc form on frozen latents (``docs/protocol.md``
+§8), defined by its objective rather than by an optimiser schedule so that any
 correct solver gives the same number:
 
 1. Standardise each latent component with **train** statistics (``scaling="standard"``:
@@ -21,14 +21,14 @@ correct solver gives the same number:
 3. Score the final layer once on the test split. Nothing is selected on the test split.
 
 Defaults (``LinearSettings``): standard scaling, C = 1 (scikit-learn's default),
-``max_iter=1000``, ``tol=1e-4`` (scikit-learn's default tolerance on the same, sample-averaged, objective). Recorded with every score, with the iterations used.
+``max_iter=1000``, ``tol=1e-4`` (scikit-learn's default tolerance on the same,
+sample-averaged, objective). Recorded with every score, with the iterations used.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
 
 from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance

@@ -1,6 +1,6 @@
 """Clustering metrics: Hungarian-matched accuracy, NMI and ARI.
 
-Accuracy follows the official ``cluster.py`` (``acai.md`` §5.2): the best one-to-one
+Accuracy follows the official ``cluster.py`` (``docs/protocol.md`` §5.2): the best one-to-one
 mapping of clusters to classes on the contingency matrix, found with the Hungarian
 algorithm (here ``scipy.optimize.linear_sum_assignment``; the official code used
 ``munkres``), then the fraction of points whose mapped cluster equals their class. The

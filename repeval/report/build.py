@@ -36,10 +36,10 @@ from typing import Any
 
 import repeval
 from repeval.checkpoint import Checkpoint
+from repeval.devices import PAPER_BUDGET
 from repeval.paths import atomic_write_text
 from repeval.previews import load_previews
 from repeval.report import figures
-from repeval.devices import PAPER_BUDGET
 from repeval.report.data_status import DataStatus, data_status
 from repeval.report.format import anchor, fmt_budget, fmt_budget_share
 from repeval.report.paper import Ours, PaperRow, PaperTable, load_paper, paper_tables
