@@ -36,7 +36,8 @@ def _statements(body: list[ast.stmt]):
             continue
         yield node
         for field in ("body", "orelse", "finalbody", "handlers"):
-            yield from _statements([n for n in getattr(node, field, []) if isinstance(n, (ast.stmt, ast.excepthandler))])
+            nested = getattr(node, field, [])
+            yield from _statements([n for n in nested if isinstance(n, (ast.stmt, ast.excepthandler))])
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:

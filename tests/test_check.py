@@ -7,8 +7,17 @@ import math
 
 import pytest
 
-from repeval.check import (CheckResult, Comparison, RowKey, Tolerance, compare, default_tolerance,
-                           format_check, load_baseline, write_baseline)
+from repeval.check import (
+    CheckResult,
+    Comparison,
+    RowKey,
+    Tolerance,
+    compare,
+    default_tolerance,
+    format_check,
+    load_baseline,
+    write_baseline,
+)
 from repeval.errors import UserError
 
 KEY = {"dataset": "mnist", "encoder": "acai", "latent": "map", "latent_dim": 32, "budget": 64, "seed": 0}
@@ -125,12 +134,12 @@ def test_format_check_table_and_summary(tmp_path):
     result = compare(baseline, [srow("knn", "accuracy", 0.8), srow("kmeans", "accuracy", 0.901),
                                 srow("interpolation", "mean_distance", 0.05), srow("linear", "accuracy", 0.7)])
     assert format_check(result).splitlines() == [
-        "status       dataset  encoder  latent  latent_dim  budget  seed  task           metric         baseline  current   delta  allowed",
-        "regression   mnist    acai     map             32      64     0  knn            accuracy            0.9      0.8    -0.1    0.005",
-        "missing      mnist    acai     map             32      64     1  kmeans         nmi                 0.5        -       -    0.005",
-        "improvement  mnist    acai     map             32      64     0  interpolation  mean_distance       0.1     0.05   -0.05    0.005",
-        "extra        mnist    acai     map             32      64     0  linear         accuracy              -      0.7       -        -",
-        "unchanged    mnist    acai     map             32      64     0  kmeans         accuracy            0.9    0.901  +0.001    0.005",
+        "status       dataset  encoder  latent  latent_dim  budget  seed  task           metric         baseline  current   delta  allowed",  # noqa: E501 (an expected table line)
+        "regression   mnist    acai     map             32      64     0  knn            accuracy            0.9      0.8    -0.1    0.005",  # noqa: E501 (an expected table line)
+        "missing      mnist    acai     map             32      64     1  kmeans         nmi                 0.5        -       -    0.005",  # noqa: E501 (an expected table line)
+        "improvement  mnist    acai     map             32      64     0  interpolation  mean_distance       0.1     0.05   -0.05    0.005",  # noqa: E501 (an expected table line)
+        "extra        mnist    acai     map             32      64     0  linear         accuracy              -      0.7       -        -",  # noqa: E501 (an expected table line)
+        "unchanged    mnist    acai     map             32      64     0  kmeans         accuracy            0.9    0.901  +0.001    0.005",  # noqa: E501 (an expected table line)
         "FAIL: 1 regression, 1 missing, 1 improvement, 1 unchanged, 1 extra",
     ]
 
@@ -139,7 +148,7 @@ def test_format_check_summary_when_passing():
     result = CheckResult([Comparison(RowKey("lines", "vae", "mean", 16, 0, 2, "interpolation", "smoothness"),
                                      "unchanged", baseline=math.nan, current=math.nan, allowed=0.01)])
     assert format_check(result).splitlines()[1:] == [
-        "unchanged  lines    vae      mean            16       0     2  interpolation  smoothness       nan      nan    nan     0.01",
+        "unchanged  lines    vae      mean            16       0     2  interpolation  smoothness       nan      nan    nan     0.01",  # noqa: E501 (an expected table line)
         "PASS: 0 regressions, 0 missing, 0 improvements, 1 unchanged, 0 extra",
     ]
 

@@ -85,7 +85,7 @@ def test_run_trains_probes_stores_and_reuses(cli, tmp_path):
 def test_several_seeds_show_mean_and_std(cli):
     out = cli("run", "--encoder", "pca", "--task", "knn", "--dataset", "digits", "--latent-dim", "16",
               "--seed", "0", "--seed", "1").output
-    line = next(l for l in out.splitlines() if l.startswith("digits") and "knn" in l)
+    line = next(row for row in out.splitlines() if row.startswith("digits") and "knn" in row)
     # dataset encoder latent latent_dim budget task metric mean std n settings: one row for both seeds
     dataset, encoder, latent, dim, budget, task, metric, mean, std, n, settings = line.split()
     assert (encoder, dim, task, n) == ("pca", "16", "knn", "2") and std == "0.0000"
@@ -124,7 +124,8 @@ def test_threads_option_sets_torch_threads_and_is_recorded(cli, tmp_path):
         assert torch.get_num_threads() == 1
         rows = json.loads(cli("results", "--format", "json").stdout)
         assert rows and rows[0]["run_id"].startswith("pca-digits-8-")
-        provenance = json.loads(next((tmp_path / "work" / "checkpoints").iterdir()).joinpath("provenance.json").read_text())
+        run_dir = next((tmp_path / "work" / "checkpoints").iterdir())
+        provenance = json.loads(run_dir.joinpath("provenance.json").read_text())
         assert "1 threads" in provenance["device"]
     finally:
         torch.set_num_threads(before)

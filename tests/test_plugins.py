@@ -84,7 +84,8 @@ def test_a_plugin_family_probe_and_dataset_work_through_the_cli(site, tmp_path):
 
     stored = json.loads(results["stdout"])
     scores = {(r["encoder"], r["task"], r["metric"]) for r in stored}
-    assert {("mlpae", "knn", "accuracy"), ("mlpae", "centroid", "accuracy"), ("pixels", "centroid", "accuracy")} <= scores
+    assert {("mlpae", "knn", "accuracy"), ("mlpae", "centroid", "accuracy"),
+            ("pixels", "centroid", "accuracy")} <= scores
     assert all(0.0 <= r["value"] <= 1.0 for r in stored)
     html = (tmp_path / "report.html").read_text()
     assert "mlpae" in html and "Centroid" in html

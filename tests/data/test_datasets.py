@@ -111,7 +111,8 @@ def official_md5s_of(monkeypatch):
 
     def apply(root: Path):
         folder = root / "cifar-10-batches-py"
-        monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")] for i in range(1, 6)])
+        monkeypatch.setattr(CIFAR10, "train_list",
+                            [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")] for i in range(1, 6)])
         monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5(folder / "test_batch")]])
         monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(folder / "batches.meta")})
 

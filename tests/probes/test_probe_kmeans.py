@@ -7,7 +7,15 @@ import torch
 
 from repeval.probes import Latents
 from repeval.probes.kmeans import (
-    KMeansSettings, _assign, _update, faiss_kmeans, initial_indices, nearest_centroid, run, torch_kmeans, whiten,
+    KMeansSettings,
+    _assign,
+    _update,
+    faiss_kmeans,
+    initial_indices,
+    nearest_centroid,
+    run,
+    torch_kmeans,
+    whiten,
 )
 from repeval.probes.metrics import hungarian_accuracy
 
