@@ -115,6 +115,21 @@ def test_row_tolerance_beats_file_tolerance_beats_default(tmp_path):
     }
 
 
+def test_task_metric_tolerance_beats_metric_tolerance_and_undeclared_metrics_are_exact(tmp_path):
+    baseline = load_baseline(write_json(tmp_path / "b.json", [
+        brow("knn", "accuracy", 0.5), brow("linear", "accuracy", 0.5), brow("knn", "top7", 0.5),
+        brow("plugin_probe", "score", 0.5),
+    ], tolerances={"accuracy": {"abs": 0.02}, "knn.accuracy": {"abs": 0.1}}))
+    result = compare(baseline, [srow("knn", "accuracy", 0.45), srow("linear", "accuracy", 0.45),
+                                srow("knn", "top7", 0.5 + 1e-9), srow("plugin_probe", "score", 0.6)])
+    assert {(c.key.task, c.key.metric): (c.status, c.allowed) for c in result.comparisons} == {
+        ("knn", "accuracy"): ("unchanged", 0.1),  # its task's own key wins
+        ("linear", "accuracy"): ("regression", 0.02),
+        ("knn", "top7"): ("regression", 0.0),  # no probe declares it: exact, two-sided
+        ("plugin_probe", "score"): ("regression", 0.0),  # an unknown task: exact even when better
+    }
+
+
 def test_settings_pick_the_matching_score_and_ambiguity_is_an_error(tmp_path):
     rows = [srow("knn", "accuracy", 0.9, settings={"k": 20}), srow("knn", "accuracy", 0.5, settings={"k": 200})]
     pinned = load_baseline(write_json(tmp_path / "p.json", [brow("knn", "accuracy", 0.9, settings={"k": 20})]))
