@@ -5,13 +5,16 @@
 Importing this package registers the built-ins, in the paper's order (which tables and
 listings follow): the learned families ``baseline dropout denoising vae aae vqvae acai``,
 then the reference encoders ``pixels pca``. Outside families register with
-:func:`register` or as plugins (:mod:`repeval.plugins`).
+:func:`register` (a class decorator) or as plugins (:mod:`repeval.plugins`).
 """
 
 from __future__ import annotations
 
-# registration order = the paper's order: keep these unsorted
-from encoders import aae, acai, baseline, denoising, dropout, reference, vae, vqvae  # noqa: F401, I001
+from encoders import aae, acai, baseline, denoising, dropout, reference, vae, vqvae
 from encoders.base import Arch, Autoencoder, Step  # noqa: F401  (public API)
 from encoders.factory import build_model  # noqa: F401  (public API)
 from encoders.registry import REGISTRY, get, register  # noqa: F401  (public API)
+
+for _family in (baseline.Baseline, dropout.Dropout, denoising.Denoising, vae.VAE, aae.AAE, vqvae.VQVAE, acai.ACAI,
+                reference.Pixels, reference.PCA):
+    register(_family)

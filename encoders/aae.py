@@ -8,12 +8,10 @@ from torch import Tensor, nn
 
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, dense, lrelu, mse
-from encoders.registry import register
 
 DISC_LAYERS = (100, 100)  # the official flag disc_layer_sizes='100,100'
 
 
-@register
 class AAE(ConvAutoencoder):
     """A latent discriminator pushes the codes towards the prior N(0, I).
 

@@ -9,10 +9,8 @@ from torch import Tensor, nn
 
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, Encoder, mse
-from encoders.registry import register
 
 
-@register
 class ACAI(ConvAutoencoder):
     """A critic learns to recover the mixing coefficient of decoded latent interpolations.
 

@@ -6,10 +6,8 @@ from torch import Tensor
 
 from encoders.base import Step
 from encoders.layers import ConvAutoencoder
-from encoders.registry import register
 
 
-@register
 class Baseline(ConvAutoencoder):
     """Loss = MSE(x, g(f(x))), the mean over all pixels and the batch.
 

@@ -7,10 +7,8 @@ from torch import Tensor
 
 from encoders.base import Step
 from encoders.layers import ConvAutoencoder
-from encoders.registry import register
 
 
-@register
 class Denoising(ConvAutoencoder):
     """Loss = MSE(x, g(f(x̃))) with x̃ = x + N(0, ``noise``²) in the [-1, 1] scale, unclipped.
 

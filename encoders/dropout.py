@@ -7,10 +7,8 @@ from torch import Tensor
 
 from encoders.base import Step
 from encoders.layers import ConvAutoencoder
-from encoders.registry import register
 
 
-@register
 class Dropout(ConvAutoencoder):
     """During training only, the flattened latent goes through dropout before decoding.
 

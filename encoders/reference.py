@@ -15,7 +15,6 @@ from torch import Tensor
 
 from encoders.base import IMAGE_SIZE, Arch, Autoencoder
 from encoders.layers import full_precision
-from encoders.registry import register
 
 FIT_CHUNK = 4096  # train images per float64 covariance update
 
@@ -36,7 +35,6 @@ class Reference(Autoencoder):
         return cls(Arch(colors, depth, 1, latent_dim), **hparams)
 
 
-@register
 class Pixels(Reference):
     """The image itself: encode = flatten (C·32·32 values), decode = reshape.
 
@@ -77,7 +75,6 @@ class Pixels(Reference):
         return {"encoder": 0, "decoder": 0}
 
 
-@register
 class PCA(Reference):
     """Principal components of the centred, flattened train images.
 

@@ -8,10 +8,8 @@ from torch import Tensor
 
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, dense, full_precision
-from encoders.registry import register
 
 
-@register
 class VAE(ConvAutoencoder):
     """Gaussian posterior from two dense heads on the encoder map, Bernoulli decoder.
 

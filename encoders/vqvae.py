@@ -10,10 +10,8 @@ from torch import Tensor
 
 from encoders.base import Arch, Step, count
 from encoders.layers import ConvAutoencoder, dense, full_precision, mse
-from encoders.registry import register
 
 
-@register
 class VQVAE(ConvAutoencoder):
     """A vector-quantised bottleneck with an EMA codebook between encoder and decoder.
 

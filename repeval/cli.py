@@ -62,6 +62,34 @@ def spec_options(f):
     return f
 
 
+def snapshot_options(f):
+    """``--snapshots N,M`` and ``--no-snapshots``: which shorter runs a training writes on its way."""
+    f = click.option("--no-snapshots", is_flag=True,
+                     help="Write no snapshots (by default a run writes the complete run of every power of two "
+                          "of images from 4,096 below its budget, so those budgets cost nothing later).")(f)
+    return click.option("--snapshots", "snapshot_list", default=None, metavar="N,M,...",
+                        help="Also snapshot at these image counts (multiples of the batch of 64, below the "
+                             "budget), e.g. --snapshots 6144,12288.")(f)
+
+
+def _snapshots(snapshot_list: str | None, no_snapshots: bool) -> list[int] | None:
+    """The trainer's ``snapshots`` argument: None (none at all) or the extra image counts."""
+    if no_snapshots:
+        if snapshot_list:
+            raise UserError("--snapshots and --no-snapshots contradict each other; give one of them.")
+        return None
+    out = []
+    for item in (snapshot_list or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        try:
+            out.append(int(item.replace("_", "")))
+        except ValueError:
+            raise UserError(f"--snapshots {snapshot_list!r}: {item!r} is not a whole number of images; give "
+                            "comma-separated counts such as --snapshots 6144,12288.") from None
+    return out
+
+
 def _parse_assignments(items: tuple[str, ...], what: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -268,21 +296,28 @@ def _announce_budget(specs, budget) -> None:
 @click.option("--encoder", required=True, help="The family to train (`repeval encoders` lists them).")
 @spec_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and noise.")
+@snapshot_options
 @common_options
-def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, workdir, data_dir, allow_unverified):
+def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, snapshot_list, no_snapshots, workdir,
+          data_dir, allow_unverified):
     """Train one family (or resume it, or reuse a finished run) and print its checkpoint.
 
     The last line of output is the checkpoint directory. Ctrl-C saves a checkpoint; run
-    the same command again to resume.
+    the same command again to resume. On its way the run writes snapshots: the complete
+    runs of 4,096, 8,192, ... images with the same spec and seed (see --snapshots).
     """
     from repeval import data
+    from repeval.train import snapshot_points
     from repeval.train import train as train_spec
 
     _setup_process(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
+    snapshots = _snapshots(snapshot_list, no_snapshots)
+    if snapshots and spec.budget:
+        snapshot_points(spec, snapshots)  # a bad value fails before the data loads
     _announce_budget([(spec, device)], budget)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
-    checkpoint = train_spec(spec, ds, device, workdir)
+    checkpoint = train_spec(spec, ds, device, workdir, snapshots=snapshots)
     click.echo(str(checkpoint.path))
 
 
@@ -301,9 +336,13 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
 @click.option("--set", "settings", multiple=True, metavar="TASK.KEY=VALUE",
               help="Override a probe setting, e.g. --set kmeans.restarts=1000 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored score rows as JSON.")
+@snapshot_options
+@click.option("--along-training", is_flag=True,
+              help="Also probe every snapshot of each run (4,096, 8,192, ... images, and --snapshots), each "
+                   "stored as the scores of its own shorter run: quality along training, from one run.")
 @common_options
 def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings, as_json,
-        workdir, data_dir, allow_unverified):
+        snapshot_list, no_snapshots, along_training, workdir, data_dir, allow_unverified):
     """Train (or reuse), extract latents, probe them and store the scores.
 
     \b
@@ -312,12 +351,14 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
       repeval run --encoder all --task all --dataset digits --budget 4096
       repeval run --encoder vae --task linear --seed 0 --seed 1 --seed 2
       repeval run --encoder acai --task interpolation --dataset lines
+      repeval run --encoder acai --task kmeans --budget 65536 --along-training
     """
     import encoders
     from repeval import data, pipeline
     from repeval.results import format_results
     from repeval.store import Store
     from repeval.summary import summarise
+    from repeval.train import snapshot_points
 
     _setup_process(threads)
     names = list(encoders.REGISTRY) if "all" in encoder_names else list(dict.fromkeys(encoder_names))
@@ -335,14 +376,22 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
         choices = "; ".join(f"{n}: {', '.join(encoders.get(n).latents)}" for n in names)
         raise UserError(f"No chosen encoder has a latent {latent!r} ({choices}).")
     specs = [_resolve(name, dataset, latent_dim, budget, seed, device, hparams) for name in names for seed in seeds]
+    snapshots = _snapshots(snapshot_list, no_snapshots)
+    if along_training and snapshots is None:
+        raise UserError("--along-training probes a run's snapshots; --no-snapshots leaves none. Drop one of them.")
+    for spec, _ in specs:
+        if spec.budget and snapshots:
+            snapshot_points(spec, snapshots)  # a bad value fails before any work
     _announce_budget(specs, budget)
     ds = data.load(dataset, _data_options(data_dir, allow_unverified))
     rows = []
     with Store.in_workdir(workdir) as store:
         for spec, dev in specs:  # a family without the --latent choice uses its default
             family_latent = latent if latent in encoders.get(spec.encoder).latents else None
-            rows += pipeline.run_one(spec, task_list, dataset=ds, device=dev, workdir=workdir, store=store,
-                                     latent=family_latent, overrides=overrides)
+            common = dict(dataset=ds, device=dev, store=store, latent=family_latent, overrides=overrides)
+            rows += pipeline.run_one(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
+            if along_training and spec.budget:
+                rows += pipeline.run_along_training(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
     if as_json:
         click.echo(format_results(rows, "json"))
     else:

@@ -7,8 +7,10 @@ what it computed.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
-from dataclasses import asdict, fields
+from collections.abc import Iterable
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,15 +62,17 @@ ONLINE_SETTINGS = {
 
 def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
             latent: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-            progress: bool = True, log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
-    """Train or reuse ``spec``, probe it with ``tasks``, store and return the score rows."""
+            progress: bool = True, log: Callable[[str], Any] | None = None,
+            snapshots: Iterable[int] | None = ()) -> list[dict[str, Any]]:
+    """Train or reuse ``spec`` (writing ``snapshots`` as :class:`repeval.train.Trainer` does),
+    probe it with ``tasks``, store and return the score rows."""
     from repeval import extract as ex
     from repeval.previews import write_previews
     from repeval.probes import TASKS, resolve_settings
     from repeval.store import Score
     from repeval.train import train
 
-    checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log)
+    checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log, snapshots=snapshots)
     store.record_run(spec.run_id, spec.to_dict(), checkpoint.provenance, str(checkpoint.path))
     model = checkpoint.load_model(device)
     latent = model.check_latent(latent)
@@ -95,6 +99,31 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
                                     settings=ONLINE_SETTINGS, details=online[1]))
         store.add_scores(spec.run_id, scores)
     return store.scores(run_id=spec.run_id, latent=latent, task=tasks)
+
+
+def run_along_training(spec: RunSpec, tasks: list[str], *, workdir: Path, snapshots: Iterable[int] | None = (),
+                       log: Callable[[str], Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """Probe every snapshot of ``spec``'s run (each stored as the scores of its own, shorter
+    run); ``kwargs`` as :func:`run_one`. A snapshot that is missing (the run was trained
+    without it) or damaged is skipped with a line on ``log``, never probed."""
+    from repeval.checkpoint import Checkpoint, DamagedCheckpoint, run_dir
+    from repeval.train import snapshot_points
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    rows: list[dict[str, Any]] = []
+    for images in snapshot_points(spec, snapshots or ()):
+        short = replace(spec, budget=images)
+        found = Checkpoint(run_dir(workdir, short))
+        if not found.exists():
+            log(f"{spec.run_id}: no snapshot at {images:,} images (trained without it); skipped.")
+            continue
+        try:
+            found.verify()
+        except DamagedCheckpoint as exc:
+            log(f"warning: {exc.message} Skipped; `repeval run` of its own budget ({images:,}) retrains it.")
+            continue
+        rows += run_one(short, tasks, workdir=workdir, log=log, snapshots=None, **kwargs)
+    return rows
 
 
 def _seeded(task, seed: int) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from typing import Any
 from repeval.devices import CPU_BUDGET, PAPER_BUDGET, default_budget  # noqa: F401  (CPU_BUDGET: public)
 from repeval.errors import UserError
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: the online evaluations follow a schedule of the position alone (see online_eval_due)
 BATCH_SIZE = 64
 LEARNING_RATE = 1e-4
 ONLINE_EVAL_EVERY = 2 ** 16  # images between online-classifier evaluations (paper: report_kimg=64)
-MIN_ONLINE_EVALS = 4
+ONLINE_FIRST = 2 ** 10  # the first online evaluation; then one per doubling until ONLINE_EVAL_EVERY
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,20 @@ class RunSpec:
     @property
     def steps(self) -> int:
         return self.budget // self.batch_size
+
+    def online_eval_due(self, images: int) -> bool:
+        """Whether the online classifier is scored after ``images`` training images: at each
+        power of two from 2^10 up to ``online_eval_every``, then every ``online_eval_every``
+        images (the paper's 65,536); the trainer adds one at the end of the run. The schedule
+        is a function of the position alone, never of the budget, so the evaluations of a
+        shorter run are the first ones of a longer run with the same spec (its snapshots,
+        :mod:`repeval.train`)."""
+        every = self.online_eval_every
+        if every <= 0:
+            return False
+        if images % every == 0:
+            return True
+        return ONLINE_FIRST <= images < every and images & (images - 1) == 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,10 +105,7 @@ def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budg
                             f"give at least {BATCH_SIZE} (the paper trains on {PAPER_BUDGET:,}).")
     if seed < 0:
         raise UserError(f"--seed {seed} must be a non-negative integer.")
-    every = ONLINE_EVAL_EVERY
-    if budget:  # at least MIN_ONLINE_EVALS evaluations, on whole batches
-        every = max(BATCH_SIZE, min(ONLINE_EVAL_EVERY, budget // MIN_ONLINE_EVALS // BATCH_SIZE * BATCH_SIZE))
     return RunSpec(encoder=encoder, dataset=dataset, latent_dim=int(latent_dim), depth=entry.depth,
-                   budget=int(budget), seed=int(seed), online_eval_every=every if budget else 0,
+                   budget=int(budget), seed=int(seed), online_eval_every=ONLINE_EVAL_EVERY if budget else 0,
                    hparams=dict(sorted({**family.hparams, **overrides}.items())))
 

@@ -13,17 +13,26 @@ Batches: the images seen at positions ``p = step·B … step·B + B − 1`` of t
 a function of the step alone, so a resumed run sees exactly the batches an uninterrupted
 one would. (The paper streams with a 1,024-image shuffle buffer; a full permutation per
 epoch is the stronger shuffle.)
+
+Nothing in a step depends on the budget: the loss-history points (:func:`log_due`) and the
+online evaluations (:meth:`RunSpec.online_eval_due`) follow the position alone, and the
+losses since the last history point travel in the checkpoint. So the state of a run after
+``n`` images *is* the final state of the run of ``n`` images with the same spec and seed;
+the trainer writes it as that run's complete directory (a **snapshot**) at every power of
+two from 2^12 images on, and at any ``snapshots`` asked for.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,8 +50,35 @@ from repeval.errors import TrainingDiverged, UserError
 from repeval.specs import RunSpec
 
 CHECKPOINT_EVERY_S = 300.0
-HISTORY_POINTS = 200  # loss-history resolution (at most 100 steps per point)
+LOG_POINTS_PER_DOUBLING = 16  # loss-history resolution: 16 points per doubling of the steps ...
+LOG_EVERY_MAX = 256  # ... and at least one point every 256 steps
 STATUS_EVERY_S = 60.0  # without a terminal (logs, batch jobs), a status line this often
+FIRST_SNAPSHOT = 2 ** 12  # images; snapshots at every power of two from here up to the budget
+
+
+def log_due(done: int) -> bool:
+    """Whether the loss history gets a point (the mean since the last one) after ``done``
+    steps: every step at first, then 16 points per doubling, at most 256 steps apart. A
+    function of the step alone, so a shorter run's history is a prefix of a longer one's."""
+    return done % max(1, min(LOG_EVERY_MAX, (1 << (done.bit_length() - 1)) // LOG_POINTS_PER_DOUBLING)) == 0
+
+
+def snapshot_points(spec: RunSpec, extra: Iterable[int] = ()) -> list[int]:
+    """Image counts below the budget at which a run of ``spec`` writes a snapshot: every power
+    of two from 2^12, plus ``extra`` (each a positive multiple of the batch below the budget:
+    a :class:`UserError` otherwise)."""
+    points = set()
+    images = FIRST_SNAPSHOT
+    while images < spec.budget:
+        points.add(images)
+        images *= 2
+    for n in extra:
+        if n <= 0 or n % spec.batch_size or n >= spec.budget:
+            raise UserError(f"--snapshots {n}: a snapshot must be a positive multiple of the batch "
+                            f"({spec.batch_size} images) below the budget ({spec.budget:,}); e.g. "
+                            f"{max(spec.batch_size, (spec.budget // 2) // spec.batch_size * spec.batch_size):,}.")
+        points.add(int(n))
+    return sorted(points)
 
 
 class BatchStream:
@@ -104,6 +140,7 @@ class _State:
     history: dict[str, list] = field(default_factory=lambda: {
         "step": [], "images": [], "online_images": [], "online_accuracy": []})
     step: int = 0
+    pending: torch.Tensor | None = None  # the per-step losses since the last history point
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -113,28 +150,36 @@ class _State:
             opt.load_state_dict(state["optimizers"][g])
         _set_rng(state["rng"])
         self.history, self.step = state["history"], int(state["step"])
+        self.pending = state.get("pending_losses")
 
-    def snapshot(self, step: int, steps: int, colors: int) -> dict[str, Any]:
-        return _to_cpu({
+    def snapshot(self, step: int, steps: int, colors: int, pending: torch.Tensor | None = None,
+                 history: dict[str, list] | None = None) -> dict[str, Any]:
+        state = {
             "model": self.model.state_dict(), "classifier": self.classifier.state_dict(),
             "classifier_optimizer": self.clf_opt.state_dict(),
             "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
             "rng": _get_rng(), "step": step, "complete": step >= steps, "colors": colors,
-            "history": self.history,
-        })
+            "history": self.history if history is None else history,
+        }
+        if pending is not None and len(pending):
+            state["pending_losses"] = pending
+        return _to_cpu(state)
 
 
 class Trainer:
     """Trains one :class:`RunSpec` on one dataset and device into ``<workdir>/checkpoints``.
 
-    After :meth:`run`, ``model`` is the trained module in memory.
+    ``snapshots``: extra image counts at which to write a snapshot (the powers of two from
+    2^12 always are, unless ``snapshots`` is ``None``). After :meth:`run`, ``model`` is the
+    trained module in memory.
     """
 
     def __init__(self, spec: RunSpec, dataset: Dataset, device: str, workdir: Path, *,
                  amp: bool | None = None, graphs: bool | None = None, cast_once: bool | None = None,
                  progress: bool = True,
                  log: Callable[[str], Any] | None = None,
-                 checkpoint_every_s: float = CHECKPOINT_EVERY_S):
+                 checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+                 snapshots: Iterable[int] | None = ()):
         self.spec, self.dataset, self.device = spec, dataset, device
         self.cuda = is_cuda(device)
         self.amp = self.cuda if amp is None else amp
@@ -149,7 +194,9 @@ class Trainer:
         self.progress = progress
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.checkpoint_every_s = checkpoint_every_s
+        self.workdir = Path(workdir)
         self.path = ckpt.run_dir(workdir, spec)
+        self.snapshots = [] if snapshots is None or not spec.budget else snapshot_points(spec, snapshots)
         self.stop_requested = False
         self.model: nn.Module | None = None
 
@@ -159,8 +206,8 @@ class Trainer:
 
         ``max_steps`` bounds the steps taken in this call; the run stays resumable.
         """
-        existing = ckpt.Checkpoint(self.path)
-        if existing.exists() and existing.load_state().get("complete"):
+        existing = self._existing()
+        if existing.is_complete():
             return existing
         torch.manual_seed(self.spec.seed)
         model = build_model(self.spec, self.dataset.channels).to(self.device)
@@ -168,6 +215,24 @@ class Trainer:
         if not model.learned:
             return self._fit_reference(model)
         return self._train(model, existing, max_steps)
+
+    def _existing(self) -> ckpt.Checkpoint:
+        """The run's directory, verified when it holds a checkpoint. A damaged snapshot is set
+        aside with a warning (and trained afresh); any other damage is the user's to see."""
+        existing = ckpt.Checkpoint(self.path)
+        if not existing.exists():
+            return existing
+        try:
+            existing.verify()
+        except ckpt.DamagedCheckpoint as exc:
+            if not _is_snapshot(self.path):
+                raise
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            self.path.rename(aside)
+            self.log(f"warning: the snapshot {self.path.name} is damaged ({exc.message}); moved it to {aside.name} "
+                     "and training the run afresh.")
+            return ckpt.Checkpoint(self.path)
+        return existing
 
     # ----------------------------------------------------------------- reference encoders
     def _fit_reference(self, model) -> ckpt.Checkpoint:
@@ -228,16 +293,16 @@ class Trainer:
         state = self._setup(model, existing)
         data = self.dataset.to(device)
         stream = BatchStream(len(data.train), spec.batch_size, spec.seed, device)
-        log_every = max(1, min(100, spec.steps // HISTORY_POINTS))
-        eval_every = max(1, spec.online_eval_every // spec.batch_size)
         start, end = state.step, spec.steps if max_steps is None else min(spec.steps, state.step + max_steps)
         loss_names: list[str] = []
         step_fn = self._step_function(state, data, loss_names)
-        log = _LossLog(self, state.history, loss_names, {*state.groups, "classifier"}, log_every, start)
+        log = _LossLog(self, state.history, loss_names, {*state.groups, "classifier"}, start, state.pending)
+        snapshots = {n // spec.batch_size for n in self.snapshots}
         last_save = time.monotonic()
 
-        def save(step: int) -> ckpt.Checkpoint:
-            return ckpt.save(self.path, spec, state.snapshot(step, spec.steps, self.dataset.channels),
+        def save(step: int) -> ckpt.Checkpoint:  # the losses since the last history point travel with it
+            pending = log.pending(step)
+            return ckpt.save(self.path, spec, state.snapshot(step, spec.steps, self.dataset.channels, pending),
                              self._provenance())
 
         model.train()
@@ -246,24 +311,43 @@ class Trainer:
                 # ---- forward, backward, update
                 done = step + 1
                 log.add(step, step_fn(stream.indices(step), last=done == end))
-                # ---- every log point: NaN check, history, progress
-                at_log_point = log.due(done, end, self.stop_requested)
-                if at_log_point:
+                # ---- history point (NaN check, mean losses, progress), on the step's own schedule
+                if log_due(done) or done == spec.steps:
                     log.flush(done)
                 # ---- the online classifier on the test split
-                if done % eval_every == 0 or done == spec.steps:
-                    state.history["online_images"].append(done * spec.batch_size)
-                    state.history["online_accuracy"].append(self._online_accuracy(model, state.classifier, data))
-                    model.train()
+                if spec.online_eval_due(done * spec.batch_size) or done == spec.steps:
+                    self._evaluate(state, data, done, state.history)
+                # ---- a snapshot: the complete run of this many images
+                if done in snapshots and done < spec.steps:
+                    self._write_snapshot(state, data, log, done)
                 # ---- checkpoint on time, or stop on a signal
-                if at_log_point and done < end and (
-                        self.stop_requested or time.monotonic() - last_save > self.checkpoint_every_s):
+                if done < end and (self.stop_requested or time.monotonic() - last_save > self.checkpoint_every_s):
                     save(done)
                     last_save = time.monotonic()
                     if self.stop_requested:
                         raise UserError(f"Interrupted at step {done:,} of {spec.steps:,}; checkpoint saved in "
                                         f"{self.path}. Run the same command again to resume.")
         return save(end)
+
+    def _evaluate(self, state: _State, data: Dataset, done: int, history: dict[str, list]) -> None:
+        history["online_images"].append(done * self.spec.batch_size)
+        history["online_accuracy"].append(self._online_accuracy(state.model, state.classifier, data))
+        state.model.train()
+
+    def _write_snapshot(self, state: _State, data: Dataset, log: "_LossLog", done: int) -> None:
+        """Commit the state after ``done`` steps as the complete run of ``done·B`` images, with
+        the history that run would have: its final history point and online evaluation are
+        added to the copy only where the schedule did not already make them."""
+        short = replace(self.spec, budget=done * self.spec.batch_size)
+        path = ckpt.run_dir(self.workdir, short)
+        if ckpt.Checkpoint(path).exists():  # trained before (alone or as another run's snapshot)
+            return
+        history = copy.deepcopy(state.history)
+        log.point(done, history)
+        if not self.spec.online_eval_due(short.budget):
+            self._evaluate(state, data, done, history)
+        provenance = {**self._provenance(), "snapshot_of": self.spec.run_id, "snapshot_at_images": short.budget}
+        ckpt.save(path, short, state.snapshot(done, short.steps, self.dataset.channels, history=history), provenance)
 
     @torch.no_grad()
     def _online_accuracy(self, model, classifier, data: Dataset) -> float:
@@ -302,12 +386,20 @@ class _LossLog:
     history, and shown on the progress bar (or as a status line without a terminal)."""
 
     def __init__(self, trainer: Trainer, history: dict[str, list], names: list[str], shown: set[str],
-                 every: int, start: int):
-        self.trainer, self.history, self.names, self.shown, self.every = trainer, history, names, shown, every
-        self.interval_start = start  # first step whose losses are in ``buffer``
+                 start: int, pending: torch.Tensor | None = None):
+        self.trainer, self.history, self.names, self.shown = trainer, history, names, shown
         self.buffer: torch.Tensor | None = None
+        self.interval_start = start  # first step whose losses are in ``buffer``
+        if pending is not None and len(pending):  # resumed between two history points
+            self.interval_start = start - len(pending)
+            self._allocate(pending.shape[1], trainer.device)
+            self.buffer[: len(pending)] = pending.to(trainer.device)
         self.t_interval = self.last_status = time.monotonic()
+        self.timed_steps = 0  # steps taken by this process since the last history point
         self._bar = None
+
+    def _allocate(self, width: int, device) -> None:
+        self.buffer = torch.zeros(LOG_EVERY_MAX, width, device=device)
 
     @contextmanager
     def bar(self, total: int, initial: int):
@@ -320,14 +412,17 @@ class _LossLog:
 
     def add(self, step: int, values: torch.Tensor) -> None:
         if self.buffer is None:
-            self.buffer = torch.zeros(self.every, len(values), device=values.device)
+            self._allocate(len(values), values.device)
         self.buffer[step - self.interval_start] = values
+        self.timed_steps += 1
 
-    def due(self, done: int, end: int, stopping: bool) -> bool:
-        return done - self.interval_start == self.every or done == end or stopping
-
-    def flush(self, done: int) -> None:
+    def _rows(self, done: int) -> torch.Tensor:
+        """The losses of the steps since the last history point, on the CPU, checked: a NaN
+        or infinite loss stops the run, naming family, loss and step, before anything of it
+        is committed."""
         spec, trainer = self.trainer.spec, self.trainer
+        if self.buffer is None:
+            return torch.zeros(0, 0)
         rows = self.buffer[: done - self.interval_start].cpu()
         bad = ~torch.isfinite(rows)
         if bad.any():
@@ -338,22 +433,55 @@ class _LossLog:
                 f"{first:,} ({first * spec.batch_size:,} images) of run {spec.run_id}. The last "
                 f"good checkpoint is kept in {trainer.path}; try another --seed or a smaller "
                 "learning rate.")
+        return rows
+
+    def pending(self, done: int) -> torch.Tensor:
+        """The checked losses not yet in the history (saved with a checkpoint)."""
+        return self._rows(done)
+
+    def point(self, done: int, history: dict[str, list]) -> list[float]:
+        """Append the history point after ``done`` steps (the mean losses since the last
+        point) to ``history``; returns the means. No-op when no step is pending."""
+        rows = self._rows(done)
+        if not len(rows):
+            return []
         means = rows.mean(0).tolist()
-        self.history["step"].append(done)
-        self.history["images"].append(done * spec.batch_size)
+        history["step"].append(done)
+        history["images"].append(done * self.trainer.spec.batch_size)
         for name, value in zip(self.names, means):
-            self.history.setdefault(name, []).append(value)
+            history.setdefault(name, []).append(value)
+        return means
+
+    def flush(self, done: int) -> None:
+        spec, trainer = self.trainer.spec, self.trainer
+        n, self.timed_steps = self.timed_steps, 0
+        means = self.point(done, self.history)
         elapsed = time.monotonic() - self.t_interval
         self.t_interval = time.monotonic()
-        shown = [(n, v) for n, v in zip(self.names, means) if n in self.shown]
-        status = (" ".join(f"{n}={v:.4g}" for n, v in shown) +
-                  f" img/s={len(rows) * spec.batch_size / max(elapsed, 1e-9):.0f}")
+        shown = [(name, v) for name, v in zip(self.names, means) if name in self.shown]
+        status = (" ".join(f"{name}={v:.4g}" for name, v in shown) +
+                  f" img/s={n * spec.batch_size / max(elapsed, 1e-9):.0f}")
         self._bar.set_postfix_str(status)
-        self._bar.update(len(rows))
+        self._bar.update(done - self._bar.n)
         if self._bar.disable and trainer.progress and time.monotonic() - self.last_status > STATUS_EVERY_S:
             trainer.log(f"{spec.run_id}: step {done:,}/{spec.steps:,} {status}")  # no terminal: a line
             self.last_status = time.monotonic()
         self.interval_start = done
+
+
+def _is_snapshot(path: Path) -> bool:
+    """Whether a (possibly damaged) run directory was written as another run's snapshot."""
+    import json
+
+    for name in (ckpt.MANIFEST, "provenance.json"):
+        try:
+            record = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        provenance = record.get("provenance", record) if isinstance(record, dict) else {}
+        if isinstance(provenance, dict) and "snapshot_of" in provenance:
+            return True
+    return False
 
 
 def _update(state: _State, losses, clf_loss, cast: CastOnce | None = None) -> None:

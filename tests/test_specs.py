@@ -13,12 +13,16 @@ def test_defaults_follow_the_paper_per_dataset_and_device():
     assert make_spec("acai", "cifar10", device="cuda").budget == PAPER_BUDGET
     assert make_spec("acai", "cifar10").depth == 64
     assert make_spec("acai", "lines").latent_dim == 64
-    assert make_spec("vqvae", "lines").latent_dim == 256  # the paper's VQ-VAE lines run (acai.md §3.9)
+    assert make_spec("vqvae", "lines").latent_dim == 256  # the paper's VQ-VAE lines run (docs/protocol.md §3.9)
 
 
-def test_online_evaluation_happens_at_least_four_times():
-    assert make_spec("baseline", "digits", budget=4096).online_eval_every == 1024
-    assert make_spec("baseline", "digits", budget=PAPER_BUDGET).online_eval_every == 65536
+def test_online_evaluations_follow_the_position_not_the_budget():
+    short, paper = make_spec("baseline", "digits", budget=4096), make_spec("baseline", "digits", budget=PAPER_BUDGET)
+    assert short.online_eval_every == paper.online_eval_every == 65536  # the paper's report interval
+    due = [n for n in range(64, 2 ** 18 + 1, 64) if paper.online_eval_due(n)]
+    assert due == [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 196608, 262144]
+    assert [n for n in range(64, 4097, 64) if short.online_eval_due(n)] == due[:3]  # and the trainer adds the end
+    assert sum(paper.online_eval_due(n) for n in range(64, PAPER_BUDGET + 1, 64)) == 6 + 256
 
 
 def test_illegal_latent_dim_lists_the_legal_ones():

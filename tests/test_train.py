@@ -1,5 +1,7 @@
 """The trainer: checkpoints, exact resume, NaN handling, Ctrl-C, safe loading."""
 
+import hashlib
+import json
 import os
 import pickle
 import signal
@@ -60,6 +62,7 @@ def test_training_writes_a_complete_checkpoint_with_history(tmp_path):
     assert list(checkpoint.provenance["latents"]) == ["map"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["baseline", "acai"])
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, encoder):
     spec = tiny_spec(encoder)
@@ -72,6 +75,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, encoder):
     assert whole.history == resumed.history
 
 
+@pytest.mark.slow
 def test_finished_run_is_reused_not_retrained(tmp_path, monkeypatch):
     spec = tiny_spec()
     first = train(spec, tiny_dataset(), "cpu", tmp_path, progress=False)
@@ -105,6 +109,7 @@ def test_nan_loss_stops_with_family_step_and_loss_and_keeps_last_good_checkpoint
         assert torch.equal(tensor, after["model"][name])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_saves_a_resumable_checkpoint(tmp_path, monkeypatch, signum):
     spec = tiny_spec()
@@ -130,14 +135,24 @@ def test_ctrl_c_or_sigterm_saves_a_resumable_checkpoint(tmp_path, monkeypatch, s
     assert resumed.load_state()["complete"]
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_latents(tmp_path):
+    """The model trained in memory and the one loaded from its checkpoint are the same model."""
     spec = tiny_spec("vae")
     data = tiny_dataset()
-    checkpoint = train(spec, data, "cpu", tmp_path, progress=False)
-    model = checkpoint.load_model()
+    trainer = Trainer(spec, data, "cpu", tmp_path, progress=False)
+    checkpoint = trainer.run()
+    assert checkpoint.load_state()["complete"]
+    trained = trainer.model.eval()
+    loaded = ckpt.Checkpoint(checkpoint.path).load_model()
+    assert loaded is not trained
+    trained_state, loaded_state = trained.state_dict(), loaded.state_dict()
+    assert trained_state.keys() == loaded_state.keys()
+    for name, tensor in trained_state.items():
+        assert torch.equal(tensor, loaded_state[name]), name
     x = data.test.x[:8].float() / 127.5 - 1
-    again = ckpt.Checkpoint(checkpoint.path).load_model()
-    assert torch.equal(model.encode(x, "mean"), again.encode(x, "mean"))
+    with torch.no_grad():
+        assert torch.equal(trained.encode(x, "mean"), loaded.encode(x, "mean"))
 
 
 class _Exploit:
@@ -145,14 +160,22 @@ class _Exploit:
         return (os.system, ("touch PWNED",))
 
 
+@pytest.mark.slow
 def test_loading_never_unpickles_arbitrary_objects(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = tiny_spec()
     checkpoint = train(spec, tiny_dataset(), "cpu", tmp_path, progress=False)
-    with open(checkpoint.path / "state.pt", "wb") as f:
+    state_file = checkpoint.path / checkpoint.manifest["state"]
+    with open(state_file, "wb") as f:
         pickle.dump({"format": 1, "model": _Exploit()}, f, protocol=2)
+    with pytest.raises(UserError, match="does not match the sha256 committed in checkpoint.json"):
+        ckpt.Checkpoint(checkpoint.path).load_state()
+    # an attacker who also forges the manifest's sha256 still meets weights-only loading
+    manifest = json.loads((checkpoint.path / "checkpoint.json").read_text())
+    manifest["state_sha256"] = hashlib.sha256(state_file.read_bytes()).hexdigest()
+    (checkpoint.path / "checkpoint.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="cannot be read safely"):
-        checkpoint.load_state()
+        ckpt.Checkpoint(checkpoint.path).load_state()
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -180,6 +203,7 @@ def _bf16_run(tmp_path, encoder, cast_once, budget=384):
     return trainer, trainer.run()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["baseline", "dropout", "denoising", "vae", "aae", "vqvae", "acai",
                                      "acai-one-pass"])
 def test_weights_cast_once_give_autocasts_numbers_bit_for_bit(tmp_path, monkeypatch, encoder):
@@ -200,6 +224,7 @@ def test_weights_cast_once_give_autocasts_numbers_bit_for_bit(tmp_path, monkeypa
     assert once.provenance["precision"] == f"bf16 autocast (weights of {len(trainer._cast)} layers cast once per step)"
 
 
+@pytest.mark.slow
 def test_cast_once_leaves_layers_run_twice_or_in_full_precision_to_autocast(tmp_path, monkeypatch):
     import functools
 
