@@ -59,6 +59,7 @@ def test_user_errors_are_one_paragraph_without_traceback(cli):
     assert "No chosen encoder has a latent 'sample' (acai: map; pixels: pixels)" in out
 
 
+@pytest.mark.slow
 def test_run_trains_probes_stores_and_reuses(cli, tmp_path):
     args = ("run", "--encoder", "baseline", "--encoder", "pixels", "--task", "all", "--dataset", "digits",
             "--budget", "256", "--set", "kmeans.restarts=2", "--json")
@@ -91,6 +92,7 @@ def test_several_seeds_show_mean_and_std(cli):
     assert (encoder, dim, task, n) == ("pca", "16", "knn", "2") and std == "0.0000"
 
 
+@pytest.mark.slow
 def test_train_prints_checkpoint_last_and_extract_writes_npz(cli, tmp_path):
     out = cli("train", "--encoder", "baseline", "--dataset", "digits", "--budget", "128").output
     path = out.strip().splitlines()[-1]

@@ -1,12 +1,15 @@
 """Frozen-latent extraction: batch-size invariance and the on-disk cache."""
 
 import numpy as np
+import pytest
 import torch
 
 from repeval import extract as ex
 from repeval.data import load
 from repeval.specs import make_spec
 from repeval.train import train
+
+pytestmark = pytest.mark.slow  # every test trains a VAE on digits first
 
 
 def trained(tmp_path, encoder="vae"):

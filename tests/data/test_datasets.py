@@ -274,6 +274,7 @@ def test_lines_render_properties():
     assert np.all(horizontal[15:17, 16:31] == 1.0) and np.all(horizontal[:15] == -1.0)
 
 
+@pytest.mark.slow
 def test_lines_dataset_is_seeded_and_labelled_by_angle():
     ds = data.load("lines")
     assert ds.train.x.shape == (32768, 1, 32, 32) and ds.test.x.shape == (5000, 1, 32, 32)

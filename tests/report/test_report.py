@@ -58,6 +58,7 @@ def table_under(html: str, heading: str, index: int = 0) -> list[list[str]]:
     return [t for t in tables(html) if t["heading"].startswith(heading)][index]["rows"]
 
 
+@pytest.mark.slow
 def test_header_counts_runs_and_scores(html, workdir):
     assert f"by repeval {repeval.__version__}" in html
     assert "8 runs, 19 scores in 3 dataset × latent-size tables" in html
@@ -178,12 +179,14 @@ def test_deleted_run_directories_are_tolerated(tmp_path):
     assert "No previews file for: acai." in html
 
 
+@pytest.mark.slow
 def test_missing_paper_file_leaves_the_comparison_out(workdir, tmp_path):
     html = build_report(workdir, tmp_path / "r.html", paper=tmp_path / "nope.json").read_text(encoding="utf-8")
     assert f"No paper numbers file at {tmp_path / 'nope.json'}; the comparison is left out." in html
     assert table_under(html, "mnist · latent dim 32")[2][-1] == "85.00 ± 5.00★"
 
 
+@pytest.mark.slow
 def test_report_replaces_the_output_atomically(workdir, tmp_path):
     out = tmp_path / "report.html"
     out.write_text("old")
@@ -192,6 +195,7 @@ def test_report_replaces_the_output_atomically(workdir, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
+@pytest.mark.slow
 def test_cli_report_writes_the_file(workdir, tmp_path):
     out = tmp_path / "r.html"
     result = CliRunner().invoke(main, ["report", "--workdir", str(workdir), "--out", str(out)])
@@ -200,6 +204,7 @@ def test_cli_report_writes_the_file(workdir, tmp_path):
     assert "mnist · latent dim 32" in out.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_three_hundred_runs_render_into_a_small_file(tmp_path):
     """A large store: 6 dataset × dim tables, 7 learned families × 7 seeds each, plus pixels."""
     work = tmp_path / "work"
