@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import encoders
 from repeval import checkpoint as ckpt
 from repeval.data.base import make_dataset
 from repeval.errors import TrainingDiverged, UserError
@@ -204,7 +205,7 @@ def _bf16_run(tmp_path, encoder, cast_once, budget=384):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("encoder", ["baseline", "dropout", "denoising", "vae", "aae", "vqvae", "acai",
+@pytest.mark.parametrize("encoder", [*(name for name, family in encoders.REGISTRY.items() if family.learned),
                                      "acai-one-pass"])
 def test_weights_cast_once_give_autocasts_numbers_bit_for_bit(tmp_path, monkeypatch, encoder):
     if encoder == "acai-one-pass":  # the CUDA path: decoder and critic once over both halves
