@@ -148,3 +148,28 @@ def test_compute_commands_tune_glibcs_allocator_unless_told_not_to(monkeypatch):
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     monkeypatch.setenv("REPEVAL_MALLOC_TUNING", "0")
     assert _tune_allocator() is False
+
+
+@pytest.mark.slow
+def test_along_training_probes_each_snapshot_as_its_own_run(cli):
+    rows = json.loads(cli("run", "--encoder", "baseline", "--task", "knn", "--dataset", "digits", "--budget", "256",
+                          "--snapshots", "128", "--along-training", "--json").stdout)
+    assert sorted(r["budget"] for r in rows) == [128, 256]
+    # the snapshot is the 128-image run: asking for it trains nothing and gives the same score
+    again = json.loads(cli("run", "--encoder", "baseline", "--task", "knn", "--dataset", "digits", "--budget", "128",
+                           "--json").stdout)
+    assert [r["value"] for r in again] == [r["value"] for r in rows if r["budget"] == 128]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--snapshots", "100"), "--snapshots 100: a snapshot must be a positive multiple of the batch (64 images) "
+                             "below the budget (256)"),
+    (("--snapshots", "64,abc"), "--snapshots '64,abc': 'abc' is not a whole number of images"),
+    (("--snapshots", "512"), "--snapshots 512: a snapshot must be a positive multiple"),
+    (("--no-snapshots", "--along-training"), "--along-training probes a run's snapshots; --no-snapshots leaves none"),
+    (("--no-snapshots", "--snapshots", "128"), "--snapshots and --no-snapshots contradict each other"),
+])
+def test_bad_snapshot_options_are_one_paragraph(cli, args, message):
+    out = cli("run", "--encoder", "baseline", "--task", "knn", "--dataset", "digits", "--budget", "256", *args,
+              expect=2).output
+    assert message in out and "Traceback" not in out and out.count("\n") == 1

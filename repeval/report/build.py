@@ -37,15 +37,17 @@ from typing import Any
 import repeval
 from repeval.checkpoint import Checkpoint
 from repeval.devices import PAPER_BUDGET
+from repeval.errors import UserError
 from repeval.paths import atomic_write_text
 from repeval.previews import load_previews
 from repeval.report import figures
+from repeval.report.curves import along_training
 from repeval.report.data_status import DataStatus, data_status
 from repeval.report.format import anchor, fmt_budget, fmt_budget_share
 from repeval.report.paper import Ours, PaperRow, PaperTable, load_paper, paper_tables
 from repeval.report.scores import Cell, Column, Row, ScoreTable, dataset_rank, encoder_rank, score_tables
 from repeval.store import DB_FILENAME, Store
-from repeval.summary import GROUP_COLUMNS, group_key
+from repeval.summary import GROUP_COLUMNS, group_key, summarise
 
 
 def _paper_json() -> Path:
@@ -214,11 +216,13 @@ def collect(workdir: Path, paper_path: Path) -> dict[str, Any]:
         "missing_dirs": [v for v in run_views if v.directory is None],
         "paper_budget": fmt_budget(PAPER_BUDGET),
         "tables": [], "paper": None, "paper_path": None, "paper_tables": [], "paper_error": None, "lines": [],
-        "figures": [],
+        "figures": [], "along": [], "snapshot_rows": 0,
         "budgets": [],
     }
     if not rows:
         return context
+    all_rows, rows = rows, final_rows(rows, runs_by_id)  # snapshots of a scored run: the curves show them
+    context["snapshot_rows"] = len(all_rows) - len(rows)
     tables = score_tables(rows, runs_by_id)
     context["tables"] = tables
     budgets = sorted({r.budget for t in tables for r in t.rows if not r.reference})
@@ -243,7 +247,21 @@ def collect(workdir: Path, paper_path: Path) -> dict[str, Any]:
     colours = _colours(tables)
     context["figures"] = [_figure_block(t, previews, run_views, colours) for t in tables]
     context["lines"] = _lines_view(tables, context["paper_tables"], previews, rows)
+    context["along"] = along_training(summarise(all_rows), context["paper"])
+    for block in context["along"]:
+        block.image = figures.along_training(block.panels, colours, PAPER_BUDGET)
     return context
+
+
+def final_rows(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The score rows the tables show: all but those of snapshots whose own run (the longer
+    one they were taken from) has scores too; those belong to the along-training curves."""
+    scored = {r["run_id"] for r in rows}
+
+    def parent(row: dict[str, Any]) -> str | None:
+        return (runs.get(row["run_id"], {}).get("provenance") or {}).get("snapshot_of")
+
+    return [r for r in rows if parent(r) not in scored]
 
 
 def _grouped(views: list[RunView]) -> list[tuple[str, list[RunView]]]:
@@ -296,13 +314,16 @@ def _figure_block(table: ScoreTable, previews: dict[tuple[str, int], Any], runs:
             {"label": labels[i], "encoder": r.encoder, "reference": r.reference,
              "mean": r.cells[c].mean, "std": r.cells[c].std} for i, r in enumerate(table.rows) if r.cells[c]]})
     series = []
+    run_ids = {v.run["run_id"] for v in runs}
     for view in runs:
         run = view.run
         if (run["dataset"], run["latent_dim"]) != (table.dataset, table.latent_dim) or view.directory is None:
             continue
+        if run["provenance"].get("snapshot_of") in run_ids:  # its history is the start of its parent's
+            continue
         try:
             history = Checkpoint(view.directory).history
-        except (OSError, ValueError):
+        except (OSError, ValueError, UserError):
             continue
         if history:
             series.append({"encoder": run["encoder"], "seed": run["seed"], "history": history})

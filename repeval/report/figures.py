@@ -194,3 +194,46 @@ def _loss(history: dict[str, Any]) -> tuple[str, list[float]] | None:
         if history.get(key) and history.get("images"):
             return key, history[key]
     return None
+
+
+def along_training(panels: Sequence[Any], colours: dict[str, Any], paper_budget: int) -> str | None:
+    """One panel per metric: score against training images (log2 axis), a line per family
+    (band: ± one std over seeds), reference encoders as dashed horizontal lines, the paper's
+    values as stars at ``paper_budget`` (hollow when unverified). ``panels`` are
+    :class:`repeval.report.curves.Panel` s."""
+    if not panels:
+        return None
+    from matplotlib.figure import Figure
+
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    with _style():
+        fig = Figure(figsize=(PANEL_WIDTH_IN * cols + 1.3, 2.2 * rows), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False)
+        seen: set[str] = set()
+        for ax, panel in zip(axes.flat, panels):
+            for line in panel.lines:
+                colour = colours.get(line.encoder)
+                x, y, s = (np.asarray(v, float) for v in (line.budgets, line.means, line.stds))
+                label = plain(line.encoder) if line.encoder not in seen else None
+                seen.add(line.encoder)
+                ax.plot(x, y, color=colour, lw=1.2, marker="o", ms=2.5, label=label)
+                if max(line.ns) > 1:
+                    ax.fill_between(x, y - s, y + s, color=colour, alpha=0.18, lw=0)
+            for floor in panel.floors:
+                label = plain(f"{floor['encoder']} (reference)") if floor["encoder"] not in seen else None
+                seen.add(floor["encoder"])
+                ax.axhline(floor["mean"], color=REFERENCE_COLOUR, lw=1, ls="--", label=label)
+            for mark in panel.paper:
+                ax.plot([paper_budget], [mark["value"]], marker="*", ms=7, ls="none",
+                        color=colours.get(mark["encoder"]), markerfacecolor=None if mark["verified"] else "white")
+            ax.set_xscale("log", base=2)
+            ax.set_title(plain(panel.title), loc="left")
+            ax.set_xlabel("training images")
+            ax.tick_params(pad=1)
+        if any(p.paper for p in panels):
+            fig.supxlabel("stars: the paper's value at its 2^24 images (hollow: unverified)", fontsize=7)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        fig.legend(loc="outside right upper", frameon=False)
+        return _save(fig)
