@@ -19,7 +19,8 @@ online evaluations (:meth:`RunSpec.online_eval_due`) follow the position alone, 
 losses since the last history point travel in the checkpoint. So the state of a run after
 ``n`` images *is* the final state of the run of ``n`` images with the same spec and seed;
 the trainer writes it as that run's complete directory (a **snapshot**) at every power of
-two from 2^12 images on, and at any ``snapshots`` asked for.
+two from 2^12 images on, and at any ``snapshots`` asked for; and a longer run starts from
+the finished run of the largest smaller power-of-two budget when there is one.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from repeval.acceleration import CastOnce, GraphStep
 from repeval.data.base import Dataset, to_float
 from repeval.devices import eval_batch_size, is_cuda
 from repeval.errors import TrainingDiverged, UserError
-from repeval.specs import RunSpec
+from repeval.specs import ONLINE_FIRST, RunSpec
 
 CHECKPOINT_EVERY_S = 300.0
 LOG_POINTS_PER_DOUBLING = 16  # loss-history resolution: 16 points per doubling of the steps ...
@@ -199,6 +200,7 @@ class Trainer:
         self.snapshots = [] if snapshots is None or not spec.budget else snapshot_points(spec, snapshots)
         self.stop_requested = False
         self.model: nn.Module | None = None
+        self._continued_from: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- public
     def run(self, max_steps: int | None = None) -> ckpt.Checkpoint:
@@ -254,8 +256,33 @@ class Trainer:
         state = _State(model, groups, optimizers, classifier, clf_opt)
         if existing.exists():  # resume exactly where the last checkpoint stopped
             state.restore(existing.load_state(self.device))
+            self._continued_from = existing.provenance.get("continued_from")
             self.log(f"resuming {self.spec.run_id} at step {state.step:,} of {self.spec.steps:,}")
+        elif (shorter := self._shorter_run()) is not None:  # its final state is this run's state there
+            state.restore(shorter.load_state(self.device))
+            self._continued_from = {"run_id": shorter.path.name, "images": state.step * self.spec.batch_size}
+            self.log(f"{self.spec.run_id}: continuing from the finished run {shorter.path.name} "
+                     f"({state.step * self.spec.batch_size:,} images)")
         return state
+
+    def _shorter_run(self) -> ckpt.Checkpoint | None:
+        """The finished run of this spec at the largest smaller power-of-two budget (from 2^10
+        images, where history points and online evaluations of both runs coincide), if any.
+        Nothing in a step depends on the budget, so its final state is this run's state after
+        that many images, and training continues from it exactly (tested bit for bit)."""
+        spec = self.spec
+        images = 1 << ((spec.budget - 1).bit_length() - 1) if spec.budget > 1 else 0
+        while images >= ONLINE_FIRST and images >= spec.batch_size:
+            if log_due(images // spec.batch_size) and spec.online_eval_due(images):
+                candidate = ckpt.Checkpoint(ckpt.run_dir(self.workdir, replace(spec, budget=images)))
+                try:
+                    if candidate.is_complete():
+                        candidate.verify()
+                        return candidate
+                except ckpt.DamagedCheckpoint:
+                    pass  # a damaged run is no place to start from; it is reported when asked for
+            images //= 2
+        return None
 
     def _step_function(self, state: _State, data: Dataset, loss_names: list[str]) -> Callable:
         """One step on the images ``idx``: forward, simultaneous updates; returns the logged
@@ -377,6 +404,8 @@ class Trainer:
             record["precision"] += f" (weights of {len(self._cast)} layers cast once per step)"
         record["training_step"] = self._graph.mode if self._graph is not None else "eager"
         record["latents"] = dict(encoders.get(self.spec.encoder).latents)  # which tensor is which; first = default
+        if self._continued_from:
+            record["continued_from"] = self._continued_from
         return record
 
 

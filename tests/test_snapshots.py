@@ -130,3 +130,23 @@ def test_a_damaged_run_that_is_not_a_snapshot_is_an_error_naming_the_fix(tmp_pat
     (checkpoint.path / "spec.json").write_text(json.dumps({**spec.to_dict(), "seed": 7}))
     with pytest.raises(UserError, match="describes run .* which is not this directory's .* delete it to train"):
         run(tmp_path, spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoder", ["acai", "vae", "vqvae"])  # random draws; buffers (the VQ-VAE codebook)
+def test_a_longer_run_continues_from_the_finished_shorter_one_exactly(tmp_path, encoder):
+    spec, short = tiny_spec(encoder, budget=1024 + 256), tiny_spec(encoder, budget=1024)
+    scratch = run(tmp_path / "scratch", spec, snapshots=None)
+    run(tmp_path / "work", short)
+    lines = []
+    continued = Trainer(spec, tiny_dataset(), "cpu", tmp_path / "work", progress=False, log=lines.append).run()
+    assert lines == [f"{spec.run_id}: continuing from the finished run {short.run_id} (1,024 images)"]
+    states_equal(continued.load_state(), scratch.load_state())
+    assert continued.history == scratch.history
+    assert continued.provenance["continued_from"] == {"run_id": short.run_id, "images": 1024}
+
+
+def test_no_shorter_run_below_1024_images_or_off_the_schedule(tmp_path):
+    run(tmp_path, tiny_spec(budget=512))  # 512 < 2^10: its final evaluation is not on the schedule
+    trainer = Trainer(tiny_spec(budget=768), tiny_dataset(), "cpu", tmp_path, progress=False)
+    assert trainer._shorter_run() is None
