@@ -89,9 +89,10 @@ class VQVAE(ConvAutoencoder):
         """
         decay, eps, k = float(self.hp["decay"]), float(self.hp["epsilon"]), self.codebook_size
         with torch.no_grad(), full_precision(z_e.device):
-            # index_add_ rather than bincount: no host synchronisation, so the step fits a CUDA graph
-            counts = torch.zeros(k, device=idx.device).index_add_(0, idx, torch.ones(idx.shape, device=idx.device))
-            sums = torch.zeros_like(self.ema_means).index_add_(0, idx, z_e.detach().float())
+            # index_add rather than bincount: no host synchronisation, so the step fits a CUDA graph;
+            # out of place, so it also runs under torch.func.vmap (packed seeds)
+            counts = torch.zeros(k, device=idx.device).index_add(0, idx, torch.ones(idx.shape, device=idx.device))
+            sums = torch.zeros_like(self.ema_means).index_add(0, idx, z_e.detach().float())
             self.ema_count.mul_(decay).add_(counts, alpha=1.0 - decay)
             self.ema_means.mul_(decay).add_(sums, alpha=1.0 - decay)
             n = self.ema_count.sum()
