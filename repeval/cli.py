@@ -337,12 +337,15 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
               help="Override a probe setting, e.g. --set kmeans.restarts=1000 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored score rows as JSON.")
 @snapshot_options
+@click.option("--pack/--no-pack", default=None,
+              help="Train the seeds of one spec together, in one step (default: on CUDA, where it multiplies "
+                   "the work per kernel; off on a CPU). Each seed is still its own run directory.")
 @click.option("--along-training", is_flag=True,
               help="Also probe every snapshot of each run (4,096, 8,192, ... images, and --snapshots), each "
                    "stored as the scores of its own shorter run: quality along training, from one run.")
 @common_options
 def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings, as_json,
-        snapshot_list, no_snapshots, along_training, workdir, data_dir, allow_unverified):
+        snapshot_list, no_snapshots, pack, along_training, workdir, data_dir, allow_unverified):
     """Train (or reuse), extract latents, probe them and store the scores.
 
     \b
@@ -384,6 +387,13 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
             snapshot_points(spec, snapshots)  # a bad value fails before any work
     _announce_budget(specs, budget)
     ds = data.load(dataset, _data_options(data_dir, allow_unverified))
+    if pack if pack is not None else any(dev.startswith("cuda") for _, dev in specs):
+        from repeval.packed import pack_groups, train_packed
+
+        device_of = {s.run_id: dev for s, dev in specs}
+        for group in pack_groups([s for s, _ in specs if s.budget]):
+            if len(group) > 1:
+                train_packed(group, ds, device_of[group[0].run_id], workdir, snapshots=snapshots)
     rows = []
     with Store.in_workdir(workdir) as store:
         for spec, dev in specs:  # a family without the --latent choice uses its default

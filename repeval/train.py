@@ -219,22 +219,7 @@ class Trainer:
         return self._train(model, existing, max_steps)
 
     def _existing(self) -> ckpt.Checkpoint:
-        """The run's directory, verified when it holds a checkpoint. A damaged snapshot is set
-        aside with a warning (and trained afresh); any other damage is the user's to see."""
-        existing = ckpt.Checkpoint(self.path)
-        if not existing.exists():
-            return existing
-        try:
-            existing.verify()
-        except ckpt.DamagedCheckpoint as exc:
-            if not _is_snapshot(self.path):
-                raise
-            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
-            self.path.rename(aside)
-            self.log(f"warning: the snapshot {self.path.name} is damaged ({exc.message}); moved it to {aside.name} "
-                     "and training the run afresh.")
-            return ckpt.Checkpoint(self.path)
-        return existing
+        return verified_checkpoint(self.path, self.log)
 
     # ----------------------------------------------------------------- reference encoders
     def _fit_reference(self, model) -> ckpt.Checkpoint:
@@ -487,6 +472,9 @@ class _LossLog:
         means = self.point(done, self.history)
         elapsed = time.monotonic() - self.t_interval
         self.t_interval = time.monotonic()
+        self.interval_start = done
+        if self._bar is None:  # a packed member other than the first: its history only
+            return
         shown = [(name, v) for name, v in zip(self.names, means) if name in self.shown]
         status = (" ".join(f"{name}={v:.4g}" for name, v in shown) +
                   f" img/s={n * spec.batch_size / max(elapsed, 1e-9):.0f}")
@@ -495,7 +483,25 @@ class _LossLog:
         if self._bar.disable and trainer.progress and time.monotonic() - self.last_status > STATUS_EVERY_S:
             trainer.log(f"{spec.run_id}: step {done:,}/{spec.steps:,} {status}")  # no terminal: a line
             self.last_status = time.monotonic()
-        self.interval_start = done
+
+
+def verified_checkpoint(path: Path, log: Callable[[str], Any]) -> ckpt.Checkpoint:
+    """The run directory ``path``, verified when it holds a checkpoint. A damaged snapshot is
+    set aside with a warning (to be trained afresh); any other damage is the user's to see."""
+    existing = ckpt.Checkpoint(path)
+    if not existing.exists():
+        return existing
+    try:
+        existing.verify()
+    except ckpt.DamagedCheckpoint as exc:
+        if not _is_snapshot(path):
+            raise
+        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        path.rename(aside)
+        log(f"warning: the snapshot {path.name} is damaged ({exc.message}); moved it to {aside.name} "
+            "and training the run afresh.")
+        return ckpt.Checkpoint(path)
+    return existing
 
 
 def _is_snapshot(path: Path) -> bool:

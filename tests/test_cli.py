@@ -173,3 +173,14 @@ def test_bad_snapshot_options_are_one_paragraph(cli, args, message):
     out = cli("run", "--encoder", "baseline", "--task", "knn", "--dataset", "digits", "--budget", "256", *args,
               expect=2).output
     assert message in out and "Traceback" not in out and out.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_pack_trains_the_seeds_together_into_ordinary_runs(cli, tmp_path):
+    rows = json.loads(cli("run", "--encoder", "baseline", "--task", "knn", "--dataset", "digits", "--budget", "128",
+                          "--seed", "0", "--seed", "1", "--pack", "--json").stdout)
+    assert sorted(r["seed"] for r in rows) == [0, 1]
+    run_ids = sorted(r["run_id"] for r in rows)
+    for run_id in run_ids:
+        manifest = json.loads((tmp_path / "work" / "checkpoints" / run_id / "checkpoint.json").read_text())
+        assert manifest["provenance"]["packed_with"] == run_ids
