@@ -310,7 +310,9 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
         rows.append({"name": name, "source": encoders.REGISTRY.source(name), "learned": family.learned,
                      "summary": family.summary,
                      "latent_dim": spec.latent_dim, "latents": dict(family.latents),
-                     "hparams": dict(family.hparams), "parameters": model.parameter_counts()})
+                     "hparams": dict(family.hparams), "parameters": model.parameter_counts(),
+                     "regularisers": [r for r, reg in encoders.REGULARISERS.items()
+                                      if name in encoders.REGISTRY.composable_with(reg)]})
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -323,6 +325,22 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
         other = ", ".join(f"{k} {v:,}" for k, v in p.items()) or "-"
         click.echo(f"{r['name']:<{width}} {r['latent_dim']:>5} {enc:>10,} {dec:>10,} {other:>24}  "
                    f"{'/'.join(r['latents']):<22} {r['source']}")
+    _echo_compositions()
+
+
+def _echo_compositions() -> None:
+    """`repeval encoders`, continued: the regularisers and the encoder forms from outside repeval."""
+    import encoders
+
+    for name, reg in encoders.REGULARISERS.items():
+        hp = ", ".join(f"{k}={v}" for k, v in reg.hparams.items())
+        able = encoders.REGISTRY.composable_with(reg)
+        click.echo(f"\nRegulariser {name} [{encoders.REGULARISERS.source(name)}]: {reg.summary}; hyper-parameters "
+                   f"{hp or 'none'}.\n  Add it as FAMILY+{name} or --regularizer {name}: "
+                   f"{', '.join(f'{family}+{name}' for family in able) or 'no family composes with it'}.")
+    forms = encoders.REGISTRY.prefix_usages()
+    if forms:
+        click.echo("\nEncoders from outside repeval (probed, not trained): " + "; ".join(forms) + ".")
 
 
 # ------------------------------------------------------------------------------ tasks

@@ -177,7 +177,8 @@ def read_latents(path: Path) -> LatentsFile:
         if len(y) != len(z):
             raise UserError(f"{where}: z_{split} has {len(z):,} rows but y_{split} has {len(y):,} labels; there must "
                             "be one label per latent.")
-        z32 = np.ascontiguousarray(z.reshape(len(z), -1), dtype=np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32's range become inf, reported below
+            z32 = np.ascontiguousarray(z.reshape(len(z), -1), dtype=np.float32)
         problem = _non_finite(z32, split, "row")
         if problem:
             raise UserError(f"{where}: {problem} (after conversion to float32). Every latent must be finite: "
@@ -299,18 +300,18 @@ def _check_labels(loaded: LatentsFile, dataset, where: str) -> None:
         mine = getattr(loaded, f"y_{split}")
         theirs = getattr(dataset, split).y.cpu().numpy()
         if len(mine) != len(theirs):
-            raise UserError(f"{where}: the file has {len(mine):,} {split} rows, but {dataset.name!r}'s {split} split "
-                            f"has {len(theirs):,} images. Embeddings of {dataset.name!r} need one row per image, in "
-                            "the dataset's order; to group them under a name of your own, give --dataset NAME with "
-                            "a name that is not a registered dataset.")
+            raise UserError(f"{where}: the file has {len(mine):,} {split} rows, but the {split} split of "
+                            f"{dataset.name!r} has {len(theirs):,} images. Embeddings of {dataset.name!r} need one "
+                            "row per image, in the dataset's order; to group them under a name of your own, give "
+                            "--dataset NAME with a name that is not a registered dataset.")
         differ = np.flatnonzero(mine != theirs)
         if len(differ):
             i = int(differ[0])
-            raise UserError(f"{where}: y_{split} differs from {dataset.name!r}'s {split} labels at {len(differ):,} of "
-                            f"{len(mine):,} positions (first at row {i:,}: {int(mine[i])} in the file, "
-                            f"{int(theirs[i])} in the dataset). The rows must follow the dataset's order (`repeval "
-                            "extract` writes them so); to group the scores under a name of your own, give --dataset "
-                            "NAME with a name that is not a registered dataset.")
+            raise UserError(f"{where}: y_{split} differs from the {split} labels of {dataset.name!r} at "
+                            f"{len(differ):,} of {len(mine):,} positions (first at row {i:,}: {int(mine[i])} in the "
+                            f"file, {int(theirs[i])} in the dataset). The rows must follow the dataset's order "
+                            "(`repeval extract` writes them so); to group the scores under a name of your own, give "
+                            "--dataset NAME with a name that is not a registered dataset.")
 
 
 def _finite_latents(z, split: str, where: str) -> None:
