@@ -228,9 +228,11 @@ def load_weights(path: Path) -> tuple[dict[str, Any], str]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" (it refers to {found.group(1)})" if found else ""
-        raise UserError(f"{where} holds pickled Python objects{what}, not only tensors: loading it would run "
-                        f"code, so the weights-only loader refuses it. {fix}") from None
+        if found is None:
+            raise UserError(f"{where} is neither a safetensors file nor a PyTorch weights file (the weights-only "
+                            f"loader cannot read it). {fix}") from None
+        raise UserError(f"{where} holds pickled Python objects (it refers to {found.group(1)}), not only tensors: "
+                        f"loading it would run code, so the weights-only loader refuses it. {fix}") from None
     except (RuntimeError, EOFError, ValueError, KeyError, OSError, AttributeError) as exc:
         raise UserError(f"{where} is neither a safetensors file nor a PyTorch weights file ({_one_line(exc)}). "
                         f"{fix}") from None
@@ -381,6 +383,7 @@ def _wrapper_class():
             import torch.nn.functional as F
 
             c = self.contract
+            original = x
             if c.channels is not None and c.channels != x.shape[1]:
                 x = x.mean(1, keepdim=True) if c.channels == 1 else x.expand(-1, c.channels, -1, -1)
             if tuple(x.shape[2:]) != c.size:
@@ -388,6 +391,8 @@ def _wrapper_class():
                                   antialias=c.size[0] < x.shape[2] or c.size[1] < x.shape[3])
             if (c.low, c.high) != (-1.0, 1.0):
                 x = c.low + (x + 1.0) * (0.5 * (c.high - c.low))
+            if x is not original:  # resizing and rescaling round: keep the values inside the declared range
+                x = x.clamp(c.low, c.high)
             dtype = self._dtype()
             return x.to(dtype) if dtype is not None else x
 

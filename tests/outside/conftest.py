@@ -34,7 +34,7 @@ class Cli:
         out = self(*args, expect=2).output
         message = out[out.index("Error: "):].strip()
         assert "Traceback" not in out, out
-        assert "\n\n" not in message and message.count("Error:") == 1, out
+        assert message.startswith("Error: ") and "\n" not in message, out  # one paragraph
         for text in ([says] if isinstance(says, str) else says):
             assert text in message, f"{text!r} not in: {message}"
         assert self.stored() == before, "a failed command stored something"
