@@ -285,7 +285,7 @@ def load_strictly(model, state: dict[str, Any], path: Path, strip_prefix: str | 
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the model"
+    shapes = [f"{k} [file {tuple(state[k].shape)}, model {tuple(expected[k].shape)}]"
               for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or shapes:
         parts = []

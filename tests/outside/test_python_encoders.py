@@ -233,7 +233,8 @@ def test_weights_that_are_missing_junk_or_do_not_fit(cli, tiny, tiny_weights, tm
                               "add --strip-prefix module."))
     assert "--add-prefix" in message
     cli.fails(*RUN, "--encoder", enc, "--weights", tiny_weights(dim=4),
-              says="with other shapes (4): enc.weight (4, 1024) in the file, (8, 1024) in the model")
+              says="with other shapes (3): enc.weight [file (4, 1024), model (8, 1024)], enc.bias [file (4,), "
+                   "model (8,)]")
     cli.fails(*RUN, "--encoder", enc, "--weights", tiny_weights(), "--add-prefix", "x.",
               says=("(after --add-prefix x.)", "add --strip-prefix x."))
 
