@@ -126,17 +126,30 @@ def _non_finite(z, split: str, unit: str) -> str | None:
             f"{unit}s (first at {unit} {first_row:,}, dimension {first_col:,})")
 
 
-def read_latents(path: Path) -> LatentsFile:
-    """Read and check an embeddings npz (``allow_pickle=False``): every problem is a UserError."""
-    import numpy as np
+_READ: dict[tuple[str, str], LatentsFile] = {}  # (path, sha256) -> the file as read and checked in this process
 
+
+def read_latents(path: Path) -> LatentsFile:
+    """Read and check an embeddings npz (``allow_pickle=False``): every problem is a UserError.
+    The same file with the same contents (sha256) is checked once per process."""
     from encoders.external import sha256_file
+
+    key = (str(path.resolve()), sha256_file(path)) if path.is_file() else None
+    if key is not None and key in _READ:
+        return _READ[key]
+    loaded = _read_latents(path, key[1] if key else "")
+    if key is not None:
+        _READ[key] = loaded
+    return loaded
+
+
+def _read_latents(path: Path, sha: str) -> LatentsFile:
+    import numpy as np
 
     where = f"--encoder latents:{path}"
     if not path.is_file():
         raise UserError(f"{where}: no such file. Give an .npz with z_train, y_train, z_test, y_test (e.g. written "
                         "by `repeval extract --out FILE.npz`, or by np.savez).")
-    sha = sha256_file(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
