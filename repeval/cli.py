@@ -175,7 +175,7 @@ def _encoder_names(requested) -> list[str]:
 def _command_dataset(dataset: str, names: list[str]) -> str:
     """`run`'s dataset: --dataset when given; else, for latents: files, the dataset their meta
     names (all the same); else the default."""
-    from repeval.external import meta_dataset
+    from repeval.external import is_embeddings, meta_dataset
 
     ctx = click.get_current_context(silent=True)
     if ctx is None or ctx.get_parameter_source("dataset") is not click.core.ParameterSource.DEFAULT:
@@ -185,12 +185,13 @@ def _command_dataset(dataset: str, names: list[str]) -> str:
     if len(found) > 1:
         raise UserError(f"The latents: files name different datasets in their meta ({', '.join(sorted(found))}); "
                         "give --dataset NAME, or run them separately.")
-    if not found and any(n.startswith("latents:") for n in named):
-        missing = next(n for n in named if n.startswith("latents:"))
+    files = [n for n in names if is_embeddings(n)]
+    if not found and files:
+        missing = files[0]
         raise UserError(f"{missing} does not say which dataset its rows are (no 'dataset' in its meta): give "
                         "--dataset NAME, a registered dataset (its labels are then checked against the file's) "
                         "or a name of your own to group the scores under.")
-    if found and len([n for n in names if not n.startswith("latents:")]):
+    if found and len(files) < len(names):
         raise UserError(f"The latents: file names the dataset {found.pop()!r}; give --dataset explicitly when it is "
                         "probed beside other encoders, so they all use the same data.")
     return found.pop() if found else dataset
@@ -211,7 +212,9 @@ def _grouping_entry(dataset: str, names: list[str]):
     stand-in dataset entry with no features, which tasks are expanded against; else None."""
     from types import SimpleNamespace
 
-    if _registered_dataset(dataset) or not names or not all(n.startswith("latents:") for n in names):
+    from repeval.external import is_embeddings
+
+    if _registered_dataset(dataset) or not names or not all(is_embeddings(n) for n in names):
         return None
     return SimpleNamespace(name=dataset, features=frozenset())
 

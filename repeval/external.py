@@ -54,6 +54,12 @@ def is_outside(name: str) -> bool:
     return source(name) is not None
 
 
+def is_embeddings(name: str) -> bool:
+    """Whether ``name`` is a ``latents:`` file (precomputed embeddings, no model)."""
+    found = source(name)
+    return found is not None and found.kind == "latents"
+
+
 def check_options(names: list[str], options: OutsideOptions) -> None:
     """The outside-encoder options fit the encoders named (one python: encoder per --weights, ...)."""
     outside = [n for n in names if is_outside(n)]
