@@ -33,6 +33,8 @@ setup(
         "jinja2>=3.1",
         "tqdm>=4.66",
         "pillow>=10",
+        # weights of users' own encoders (python:MODULE:FACTORY --weights FILE.safetensors): loading runs no code
+        "safetensors>=0.4",
     ],
     extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
     entry_points={"console_scripts": ["repeval = repeval.cli:main"]},

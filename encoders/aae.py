@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encoders.base import Arch, Step, count
+from encoders.base import Arch, DecoderInput, Step, count
 from encoders.layers import ConvAutoencoder, dense, lrelu, mse
 
 DISC_LAYERS = (100, 100)  # the official flag disc_layer_sizes='100,100'
@@ -37,9 +37,10 @@ class AAE(ConvAutoencoder):
             n_in = size
         self.discriminator = nn.Sequential(*layers, dense(n_in, 1))
 
-    def training_step(self, x: Tensor) -> Step:
+    def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:
         z = self.encoder(x)
-        rec = mse(self.decoder(z), x)
+        x_hat = self.decoder(z)
+        rec = mse(x_hat, x)
         codes = z.flatten(1)
         prior = torch.randn(codes.shape, device=x.device, dtype=x.dtype)
         logit_codes = self.discriminator(codes).float()
@@ -52,7 +53,7 @@ class AAE(ConvAutoencoder):
                     features=codes.detach().float(),
                     logs={"mse": rec.detach(), "loss_adv_latent": loss_codes.detach(),
                           "loss_adv_prior": loss_prior.detach(), "loss_ae_latent": loss_ae_codes.detach(),
-                          "adversary_accuracy": accuracy.detach()})
+                          "adversary_accuracy": accuracy.detach()}), self.decoder_input(z, x_hat)
 
     def optimizer_groups(self, lr: float) -> dict[str, tuple[list[nn.Parameter], float]]:
         return {"autoencoder": (self.autoencoder_parameters(), lr),

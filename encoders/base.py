@@ -13,6 +13,11 @@ A family is an :class:`Autoencoder` subclass registered under a short ``name``:
   never moves the autoencoder and vice versa, and all groups step simultaneously from one
   forward pass, as in the official code (``docs/protocol.md`` §3.8).
 - ``optimizer_groups(lr)`` → ``{group: (parameters, learning rate)}``.
+- ``training_pass(x)`` → ``(Step, DecoderInput)`` (optional): the same step plus the
+  latent its decoder read, the reconstruction and a differentiable decode of that latent.
+  A family that implements it composes with latent regularisers (``FAMILY+REGULARISER``,
+  e.g. ``vae+acai``, :mod:`encoders.regularisers`); ``training_step`` then defaults to its
+  ``Step``.
 - ``parameter_counts()`` → ``{"encoder": n, "decoder": n, ...}`` (critic/discriminator too).
 
 Reference encoders (``learned = False``: raw pixels, PCA) have no training step; the
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +79,22 @@ class Step:
     logs: dict[str, Tensor] = field(default_factory=dict)  # scalars to show and keep
 
 
+@dataclass
+class DecoderInput:
+    """What a latent regulariser reads from one training step (:meth:`Autoencoder.training_pass`).
+
+    ``z`` is the tensor the family's decoder read in that step (batch first, in the family's
+    own shape: the conv map, the VAE's sample, the dropped-out latent, ...), still attached
+    to the encoder's graph; ``x_hat`` the family's reconstruction in the pixel scale [-1, 1];
+    ``decode`` maps a tensor shaped like ``z`` to pixel-scale images, differentiably, the way
+    the decoder does in training.
+    """
+
+    z: Tensor
+    x_hat: Tensor
+    decode: Callable[[Tensor], Tensor]
+
+
 class Autoencoder(nn.Module):
     """Base class of every encoder family; see the module docstring for the contract."""
 
@@ -86,6 +107,9 @@ class Autoencoder(nn.Module):
     latents: ClassVar[dict[str, str]] = {"map": "the flattened encoder map (clean input)"}
     # dataset name -> default latent size, where the paper's default differs from the dataset's
     default_latent_dims: ClassVar[dict[str, int]] = {}
+    # set on composed families (FAMILY+REGULARISER, encoders.regularisers): the regulariser and the family
+    regulariser: ClassVar[Any] = None
+    base_family: ClassVar[Any] = None
 
     @classmethod
     def resolve_latent_dim(cls, dataset, requested: int | None) -> int:
@@ -136,7 +160,20 @@ class Autoencoder(nn.Module):
         raise NotImplementedError
 
     def training_step(self, x: Tensor) -> Step:
-        raise NotImplementedError
+        return self.training_pass(x)[0]
+
+    def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:
+        """The training step and the latent its decoder read (see :class:`DecoderInput`).
+
+        Families that implement it get ``training_step`` for free and compose with latent
+        regularisers; a family that only overrides ``training_step`` does not compose."""
+        raise NotImplementedError(f"{self.name}: implement training_step (or training_pass)")
+
+    @classmethod
+    def composable(cls) -> bool:
+        """Whether a latent regulariser can be added to this family (it is trained and
+        implements :meth:`training_pass`)."""
+        return cls.learned and cls.training_pass is not Autoencoder.training_pass
 
     def optimizer_groups(self, lr: float) -> dict[str, tuple[list[nn.Parameter], float]]:
         return {"autoencoder": ([p for p in self.parameters()], lr)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from encoders.base import Step
+from encoders.base import DecoderInput, Step
 from encoders.layers import ConvAutoencoder
 
 
@@ -19,6 +19,7 @@ class Baseline(ConvAutoencoder):
     hparams = {}
     latents = {"map": "the flattened encoder map f(x)"}
 
-    def training_step(self, x: Tensor) -> Step:
+    def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:
         z = self.encoder(x)
-        return self.reconstruction_step(x, self.decoder(z), z)
+        x_hat = self.decoder(z)
+        return self.reconstruction_step(x, x_hat, z), self.decoder_input(z, x_hat)

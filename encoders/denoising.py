@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from encoders.base import Step
+from encoders.base import DecoderInput, Step
 from encoders.layers import ConvAutoencoder
 
 
@@ -13,7 +13,8 @@ class Denoising(ConvAutoencoder):
     """Loss = MSE(x, g(f(x̃))) with x̃ = x + N(0, ``noise``²) in the [-1, 1] scale, unclipped.
 
     Encoding and the online classifier use the clean input, as the official code (whose
-    classifier reads f(x), an extra encoder pass without gradient here).
+    classifier reads f(x), an extra encoder pass without gradient here). A latent regulariser
+    (``denoising+acai``) interpolates f(x̃), the code of the noisy input that the decoder read.
     """
 
     name = "denoising"
@@ -21,9 +22,10 @@ class Denoising(ConvAutoencoder):
     hparams = {"noise": 1.0}
     latents = {"map": "the flattened encoder map of the clean input f(x)"}
 
-    def training_step(self, x: Tensor) -> Step:
+    def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:
         noisy = x + float(self.hp["noise"]) * torch.randn(x.shape, device=x.device, dtype=x.dtype)
-        x_hat = self.decoder(self.encoder(noisy))
+        z_noisy = self.encoder(noisy)
+        x_hat = self.decoder(z_noisy)
         with torch.no_grad():
             clean = self.encoder(x)
-        return self.reconstruction_step(x, x_hat, clean)
+        return self.reconstruction_step(x, x_hat, clean), self.decoder_input(z_noisy, x_hat)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from encoders.base import Step
+from encoders.base import DecoderInput, Step
 from encoders.layers import ConvAutoencoder
 
 
@@ -16,6 +16,7 @@ class Dropout(ConvAutoencoder):
     default 0.5) and survivors are scaled by 1/``keep_prob`` (``tf.nn.dropout``); loss =
     MSE(x, g(dropout(f(x)))). Encoding, decoding and the online classifier use the
     un-dropped map. The paper's CIFAR-10 table row used ``keep_prob=0.75`` (``docs/protocol.md`` §3.3).
+    A latent regulariser (``dropout+acai``) interpolates the dropped latent the decoder read.
     """
 
     name = "dropout"
@@ -23,7 +24,8 @@ class Dropout(ConvAutoencoder):
     hparams = {"keep_prob": 0.5}
     latents = {"map": "the flattened, un-dropped encoder map f(x)"}
 
-    def training_step(self, x: Tensor) -> Step:
+    def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:
         z = self.encoder(x)
         dropped = F.dropout(z.flatten(1), p=1.0 - float(self.hp["keep_prob"]), training=True)
-        return self.reconstruction_step(x, self.decoder(self.to_map(dropped)), z)
+        x_hat = self.decoder(self.to_map(dropped))
+        return self.reconstruction_step(x, x_hat, z), self.decoder_input(dropped, x_hat)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encoders.base import Arch, Autoencoder, Step, count
+from encoders.base import Arch, Autoencoder, DecoderInput, Step, count
 
 LRELU_SLOPE = 0.2
 
@@ -143,3 +143,8 @@ class ConvAutoencoder(Autoencoder):
         loss = mse(x_hat, x)
         return Step(losses={"autoencoder": loss}, features=z.detach().flatten(1).float(),
                     logs={"mse": loss.detach(), **logs})
+
+    def decoder_input(self, z: Tensor, x_hat: Tensor) -> DecoderInput:
+        """``z`` as the decoder read it: the conv map itself, or a flattened latent reshaped to it."""
+        return DecoderInput(z=z, x_hat=x_hat,
+                            decode=lambda code: self.decoder(code if code.dim() == 4 else self.to_map(code)))

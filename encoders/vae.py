@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from encoders.base import Arch, Step, count
+from encoders.base import Arch, DecoderInput, Step, count
 from encoders.layers import ConvAutoencoder, dense, full_precision
 
 
@@ -23,6 +23,11 @@ class VAE(ConvAutoencoder):
     on every call: the official ``ops.encode`` that the paper's clustering and interpolation
     used). The online classifier reads h, the conv map before the heads, as the official
     code does.
+
+    With a latent regulariser (``vae+acai``, ``docs/protocol.md`` §8) the interpolated latent
+    is the one the decoder reads in training: the reparameterised sample z = μ + σ·ε of each
+    image (not μ), and an interpolant is decoded as the Bernoulli mean 2·sigmoid(logits) − 1,
+    the image the critic then scores.
     """
 
     name = "vae"
@@ -58,18 +63,21 @@ class VAE(ConvAutoencoder):
     def features(self, x: Tensor) -> Tensor:
         return self.encoder(x).flatten(1).float()
 
-    def training_step(self, x: Tensor) -> Step:
+    def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:
         h, mu, log_var = self.posterior(x)
-        logits = self.decoder(self.to_map(self.sample(mu, log_var))).float()
+        z = self.sample(mu, log_var)
+        logits = self.decoder(self.to_map(z)).float()
         batch = x.shape[0]
         with full_precision(x.device):
             nll = F.binary_cross_entropy_with_logits(logits, 0.5 * (x.float() + 1.0), reduction="sum") / batch
             kl = 0.5 * (-log_var - 1.0 + log_var.exp() + mu.square()).sum() / batch
             loss = nll + float(self.hp["beta"]) * kl
-            rec_mse = F.mse_loss(2.0 * torch.sigmoid(logits.detach()) - 1.0, x.float())
-        return Step(losses={"autoencoder": loss}, features=h.detach().float(),
+            x_hat = 2.0 * torch.sigmoid(logits.detach()) - 1.0
+            rec_mse = F.mse_loss(x_hat, x.float())
+        step = Step(losses={"autoencoder": loss}, features=h.detach().float(),
                     logs={"mse": rec_mse, "loss_kl": kl.detach(), "loss_ll": -nll.detach(),
                           "elbo": -loss.detach()})
+        return step, DecoderInput(z=z, x_hat=x_hat, decode=lambda code: self.decode(code))
 
     def extra_counts(self) -> dict[str, int]:
         return {"heads": count(self.mu) + count(self.log_var)}

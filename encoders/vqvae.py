@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from encoders.base import Arch, Step, count
+from encoders.base import Arch, DecoderInput, Step, count
 from encoders.layers import ConvAutoencoder, dense, full_precision, mse
 
 
@@ -37,6 +37,8 @@ class VQVAE(ConvAutoencoder):
     ``num_latents``·H). The online classifier reads the dense output (size H), as the
     official code. Differences: the official graph seed (123) is not reproduced (the
     trainer seeds torch); its ``soft_em``/``random_top_k`` options are off there and absent here.
+    A latent regulariser (``vqvae+acai``) interpolates the dense output, the tensor the
+    decoder reads (the straight-through codes after the ReLU-dense-ReLU-dense head).
     """
 
     name = "vqvae"
@@ -113,7 +115,7 @@ class VQVAE(ConvAutoencoder):
     def features(self, x: Tensor) -> Tensor:
         return self.head(self.quantize(self.encoder(x).flatten(1))).float()
 
-    def training_step(self, x: Tensor) -> Step:
+    def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:
         h = self.encoder(x).flatten(1)
         z_e = self.project_codes(h)
         idx = self.nearest(z_e)
@@ -122,11 +124,12 @@ class VQVAE(ConvAutoencoder):
         straight_through = (z_e + (z_q - z_e).detach()).reshape(x.shape[0], -1)
         counts = self.update_codebook(z_e, idx)
         dense_out = self.head(straight_through)
-        rec = mse(self.decoder(self.to_map(dense_out)), x)
+        x_hat = self.decoder(self.to_map(dense_out))
+        rec = mse(x_hat, x)
         vq_loss = float(self.hp["beta"]) * commitment
         return Step(losses={"autoencoder": rec + vq_loss}, features=dense_out.detach().float(),
                     logs={"mse": rec.detach(), "vqvae_loss": vq_loss.detach(),
-                          "codes_used": (counts > 0).sum().float()})
+                          "codes_used": (counts > 0).sum().float()}), self.decoder_input(dense_out, x_hat)
 
     def extra_counts(self) -> dict[str, int]:
         return {"bottleneck": count(self.project) + count(self.hidden) + count(self.out),

@@ -109,6 +109,162 @@ def _data_options(data_dir: Path | None, allow_unverified: bool):
     return DataOptions(data_dir=data_dir, allow_unverified=allow_unverified)
 
 
+# ------------------------------------------------------------------------------ regularisers, outside encoders
+# Their options are read from the click context (set by the decorators below), so the commands'
+# own signatures stay as they are; _resolve and the helpers of `run` read them.
+_REGULARISER = "repeval.regulariser"
+_OUTSIDE = "repeval.outside"
+
+
+def _context_meta() -> dict[str, Any]:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta if ctx is not None else {}
+
+
+def regulariser_option(f):
+    """``--regularizer NAME`` (or ``--regulariser``): add a latent regulariser to every family named."""
+    import functools
+
+    @functools.wraps(f)
+    def command(*args, regularizer=None, **kwargs):
+        _context_meta()[_REGULARISER] = regularizer
+        return f(*args, **kwargs)
+
+    return click.option(
+        "--regularizer", "--regulariser", "regularizer", default=None, metavar="NAME",
+        help="Add a latent regulariser to the family: --encoder vae --regularizer acai trains vae+acai (the "
+             "same as --encoder vae+acai; ACAI's critic and interpolation loss, hyper-parameters advweight, "
+             "reg, advdepth settable with --hparam). `repeval encoders` lists the regularisers.")(command)
+
+
+def outside_options(f):
+    """``--weights``, ``--name``, ``--strip-prefix``, ``--add-prefix``: encoders from outside repeval."""
+    import functools
+
+    @functools.wraps(f)
+    def command(*args, weights=None, name=None, strip_prefix=None, add_prefix=None, **kwargs):
+        from repeval.external import OutsideOptions
+
+        _context_meta()[_OUTSIDE] = OutsideOptions(weights, name, strip_prefix, add_prefix)
+        return f(*args, **kwargs)
+
+    for option in reversed([
+        click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Weights of a python: encoder: a .safetensors file, or a .pt state dict (read with "
+                          "torch.load(weights_only=True)); loaded strictly. TorchScript and pickled models are "
+                          "refused: loading them runs code."),
+        click.option("--name", default=None,
+                     help="The name a latents: or python: encoder gets in tables and the report (default: the "
+                          "file's stem; for python: with --weights, the weights file's)."),
+        click.option("--strip-prefix", default=None, metavar="PREFIX",
+                     help="Remove PREFIX from the --weights keys that start with it (e.g. module.)."),
+        click.option("--add-prefix", default=None, metavar="PREFIX",
+                     help="Put PREFIX before every --weights key (e.g. encoder.)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _regularised(name: str) -> str:
+    """``name`` with the command's --regularizer added (FAMILY+REGULARISER), validated."""
+    import encoders
+
+    reg = _context_meta().get(_REGULARISER)
+    family = encoders.get(name)
+    if not reg or name.endswith(f"+{reg}"):
+        return name
+    if getattr(family, "outside", False):
+        raise UserError(f"--regularizer {reg} adds a training loss, but {name} is an encoder from outside repeval "
+                        "(not trained here). Leave --regularizer out for it.")
+    composed = f"{name}+{reg}"
+    encoders.get(composed)  # a family or regulariser that cannot compose fails here, with the reason
+    return composed
+
+
+def _encoder_names(requested) -> list[str]:
+    """`run`'s --encoder values: ``all`` expanded (the families the --regularizer composes with,
+    when one is given), the regulariser added, every name validated, before any work."""
+    import encoders
+    from repeval.external import OutsideOptions, check_options
+
+    reg = _context_meta().get(_REGULARISER)
+    names: list[str] = []
+    for name in requested:
+        if name == "all":
+            names += (encoders.REGISTRY.composable_with(encoders.REGULARISERS.get(reg)) if reg
+                      else list(encoders.REGISTRY))
+        else:
+            names.append(name)
+    names = list(dict.fromkeys(_regularised(n) for n in dict.fromkeys(names)))
+    check_options(names, _context_meta().get(_OUTSIDE) or OutsideOptions())
+    return names
+
+
+def _command_dataset(dataset: str, names: list[str]) -> str:
+    """`run`'s dataset: --dataset when given; else, for latents: files, the dataset their meta
+    names (all the same); else the default."""
+    from repeval.external import is_embeddings, meta_dataset
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.get_parameter_source("dataset") is not click.core.ParameterSource.DEFAULT:
+        return dataset
+    named = {n: meta_dataset(n) for n in names}
+    found = {d for d in named.values() if d}
+    if len(found) > 1:
+        raise UserError(f"The latents: files name different datasets in their meta ({', '.join(sorted(found))}); "
+                        "give --dataset NAME, or run them separately.")
+    files = [n for n in names if is_embeddings(n)]
+    if not found and files:
+        missing = files[0]
+        raise UserError(f"{missing} does not say which dataset its rows are (no 'dataset' in its meta): give "
+                        "--dataset NAME, a registered dataset (its labels are then checked against the file's) "
+                        "or a name of your own to group the scores under.")
+    if found and len(files) < len(names):
+        raise UserError(f"The latents: file names the dataset {found.pop()!r}; give --dataset explicitly when it is "
+                        "probed beside other encoders, so they all use the same data.")
+    return found.pop() if found else dataset
+
+
+def _registered_dataset(dataset: str) -> bool:
+    from repeval import data
+
+    try:
+        data.get(dataset)
+    except UserError:
+        return False
+    return True
+
+
+def _grouping_entry(dataset: str, names: list[str]):
+    """For embeddings grouped under a name that is no registered dataset (latents: only), a
+    stand-in dataset entry with no features, which tasks are expanded against; else None."""
+    from types import SimpleNamespace
+
+    from repeval.external import is_embeddings
+
+    if _registered_dataset(dataset) or not names or not all(is_embeddings(n) for n in names):
+        return None
+    return SimpleNamespace(name=dataset, features=frozenset())
+
+
+def _load_dataset(dataset: str, names: list[str], data_dir, allow_unverified):
+    """The command's dataset, or None when only latents: files are grouped under an unregistered name."""
+    from repeval import data
+
+    if _grouping_entry(dataset, names) is not None:
+        return None
+    return data.load(dataset, _data_options(data_dir, allow_unverified))
+
+
+def _latent_for(spec, latent: str | None) -> str | None:
+    """`run`'s --latent for one spec: the choice when its encoder has it, else its default (None)."""
+    import encoders
+
+    if spec.external:
+        return None
+    return latent if latent in encoders.get(spec.encoder).latents else None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="repeval")
 def main():
@@ -185,7 +341,9 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
         rows.append({"name": name, "source": encoders.REGISTRY.source(name), "learned": family.learned,
                      "summary": family.summary,
                      "latent_dim": spec.latent_dim, "latents": dict(family.latents),
-                     "hparams": dict(family.hparams), "parameters": model.parameter_counts()})
+                     "hparams": dict(family.hparams), "parameters": model.parameter_counts(),
+                     "regularisers": [r for r, reg in encoders.REGULARISERS.items()
+                                      if name in encoders.REGISTRY.composable_with(reg)]})
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -198,6 +356,22 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
         other = ", ".join(f"{k} {v:,}" for k, v in p.items()) or "-"
         click.echo(f"{r['name']:<{width}} {r['latent_dim']:>5} {enc:>10,} {dec:>10,} {other:>24}  "
                    f"{'/'.join(r['latents']):<22} {r['source']}")
+    _echo_compositions()
+
+
+def _echo_compositions() -> None:
+    """`repeval encoders`, continued: the regularisers and the encoder forms from outside repeval."""
+    import encoders
+
+    for name, reg in encoders.REGULARISERS.items():
+        hp = ", ".join(f"{k}={v}" for k, v in reg.hparams.items())
+        able = encoders.REGISTRY.composable_with(reg)
+        click.echo(f"\nRegulariser {name} [{encoders.REGULARISERS.source(name)}]: {reg.summary}; hyper-parameters "
+                   f"{hp or 'none'}.\n  Add it as FAMILY+{name} or --regularizer {name}: "
+                   f"{', '.join(f'{family}+{name}' for family in able) or 'no family composes with it'}.")
+    forms = encoders.REGISTRY.prefix_usages()
+    if forms:
+        click.echo("\nEncoders from outside repeval (probed, not trained): " + "; ".join(forms) + ".")
 
 
 # ------------------------------------------------------------------------------ tasks
@@ -276,7 +450,17 @@ def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: 
 
     device = resolve_device(device)
 
+    encoder = _regularised(encoder)
     family = encoders.get(encoder)
+    if getattr(family, "outside", False):  # latents: or python: (repeval/external.py)
+        from repeval import external
+
+        options = _context_meta().get(_OUTSIDE)
+        if options is None:
+            raise UserError(f"{encoder} is an encoder from outside repeval: it is not trained here. Probe it with "
+                            f"`repeval run --encoder {encoder} --task ...`.")
+        return external.make_spec(encoder, dataset, seed=seed, options=options, latent_dim=latent_dim,
+                                  hparams=_parse_assignments(hparams, "--hparam")), device
     spec = make_spec(encoder, dataset, latent_dim=latent_dim, budget=budget if family.learned else None,
                      seed=seed, device=device, hparams=_parse_assignments(hparams, "--hparam"))
     return spec, device
@@ -294,6 +478,7 @@ def _announce_budget(specs, budget) -> None:
 
 @main.command()
 @click.option("--encoder", required=True, help="The family to train (`repeval encoders` lists them).")
+@regulariser_option
 @spec_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and noise.")
 @snapshot_options
@@ -324,7 +509,11 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
 # ------------------------------------------------------------------------------ run
 @main.command()
 @click.option("--encoder", "encoder_names", required=True, multiple=True,
-              help="Family to evaluate (repeatable, or all); `repeval encoders` lists them.")
+              help="Family to evaluate (repeatable, or all); `repeval encoders` lists them. Also FAMILY+REGULARISER "
+                   "(vae+acai), latents:FILE.npz (your embeddings) or python:MODULE:FACTORY (your model, with "
+                   "--weights).")
+@regulariser_option
+@outside_options
 @click.option("--task", "tasks", required=True, multiple=True,
               help="Probe to run (repeatable, or all: every task that applies to the dataset); `repeval tasks` "
                    "lists them.")
@@ -355,19 +544,23 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
       repeval run --encoder vae --task linear --seed 0 --seed 1 --seed 2
       repeval run --encoder acai --task interpolation --dataset lines
       repeval run --encoder acai --task kmeans --budget 65536 --along-training
+      repeval run --encoder vae+acai --encoder acai --task all --dataset digits
+      repeval run --encoder latents:my_embeddings.npz --task linear --task knn --dataset digits
+      repeval run --encoder python:my_model.py:build --weights my_model.safetensors --task all --dataset digits
     """
     import encoders
-    from repeval import data, pipeline
+    from repeval import pipeline
     from repeval.results import format_results
     from repeval.store import Store
     from repeval.summary import summarise
     from repeval.train import snapshot_points
 
     _setup_process(threads)
-    names = list(encoders.REGISTRY) if "all" in encoder_names else list(dict.fromkeys(encoder_names))
+    names = _encoder_names(encoder_names)  # all expanded, --regularizer added; an unknown name fails here
     for name in names:
         encoders.get(name)  # an unknown name fails here, before any work
-    task_list = pipeline.expand_tasks(tasks, dataset)
+    dataset = _command_dataset(dataset, names)
+    task_list = pipeline.expand_tasks(tasks, dataset, entry=_grouping_entry(dataset, names))
     overrides: dict[str, dict[str, Any]] = {}
     for key, value in _parse_assignments(settings, "--set").items():
         task, dot, name = key.partition(".")
@@ -386,21 +579,20 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
         if spec.budget and snapshots:
             snapshot_points(spec, snapshots)  # a bad value fails before any work
     _announce_budget(specs, budget)
-    ds = data.load(dataset, _data_options(data_dir, allow_unverified))
+    ds = _load_dataset(dataset, names, data_dir, allow_unverified)
     if pack if pack is not None else any(dev.startswith("cuda") for _, dev in specs):
         from repeval.packed import pack_groups, train_packed
 
         device_of = {s.run_id: dev for s, dev in specs}
-        for group in pack_groups([s for s, _ in specs if s.budget]):
+        for group in pack_groups([s for s, _ in specs if s.budget and not s.external]):
             if len(group) > 1:
                 train_packed(group, ds, device_of[group[0].run_id], workdir, snapshots=snapshots)
     rows = []
     with Store.in_workdir(workdir) as store:
         for spec, dev in specs:  # a family without the --latent choice uses its default
-            family_latent = latent if latent in encoders.get(spec.encoder).latents else None
-            common = dict(dataset=ds, device=dev, store=store, latent=family_latent, overrides=overrides)
+            common = dict(dataset=ds, device=dev, store=store, latent=_latent_for(spec, latent), overrides=overrides)
             rows += pipeline.run_one(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
-            if along_training and spec.budget:
+            if along_training and spec.budget and not spec.external:
                 rows += pipeline.run_along_training(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
     if as_json:
         click.echo(format_results(rows, "json"))
@@ -411,6 +603,7 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
 # ------------------------------------------------------------------------------ extract
 @main.command()
 @click.option("--encoder", required=True, help="The family (`repeval encoders` lists them).")
+@regulariser_option
 @spec_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run.")
 @click.option("--latent", default=None, help="Which tensor is the latent (default: the family's).")
@@ -432,7 +625,8 @@ def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed
     model = checkpoint.load_model(device)
     latent = model.check_latent(latent)
     latents = ex.extract(checkpoint, ds, latent, device, model=model)
-    ex.write_npz(out, latents, {"spec": spec.to_dict(), "latent": latent, "run_id": spec.run_id})
+    ex.write_npz(out, latents, {"spec": spec.to_dict(), "latent": latent, "run_id": spec.run_id,
+                                "dataset": spec.dataset, "encoder": spec.encoder})
     click.echo(f"wrote {out}: z_train {latents.z_train.shape}, z_test {latents.z_test.shape} ({latent} latent)")
 
 

@@ -20,14 +20,16 @@ from repeval.specs import RunSpec
 ONLINE_MEDIAN_OF = 20  # the paper reports the median of the last 20 online evaluations
 
 
-def expand_tasks(tasks: tuple[str, ...] | list[str], dataset: str) -> list[str]:
+def expand_tasks(tasks: tuple[str, ...] | list[str], dataset: str, entry=None) -> list[str]:
     """``all`` → every registered task that applies to ``dataset`` (its ``requires`` are among
     the dataset's ``features``); validates names, keeps order, no repeats. Naming a task
-    that does not apply is a :class:`UserError` saying which datasets it needs."""
+    that does not apply is a :class:`UserError` saying which datasets it needs. ``entry``
+    stands in for the registry's entry of ``dataset`` (embeddings grouped under a name of
+    their own, ``repeval/external.py``)."""
     from repeval import data
     from repeval.probes import TASKS
 
-    entry = data.get(dataset)
+    entry = entry if entry is not None else data.get(dataset)
     out: list[str] = []
     for t in tasks:
         names = [name for name, task in TASKS.items() if task.applies_to(entry)] if t == "all" else [t]
@@ -71,6 +73,10 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
     from repeval.probes import TASKS, resolve_settings
     from repeval.store import Score
     from repeval.train import train
+
+    if spec.external:  # latents: or python: (repeval/external.py): nothing to train
+        return run_outside(spec, tasks, dataset=dataset, device=device, workdir=workdir, store=store,
+                           overrides=overrides, log=log)
 
     checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log, snapshots=snapshots)
     store.record_run(spec.run_id, spec.to_dict(), checkpoint.provenance, str(checkpoint.path))
@@ -124,6 +130,45 @@ def run_along_training(spec: RunSpec, tasks: list[str], *, workdir: Path, snapsh
             continue
         rows += run_one(short, tasks, workdir=workdir, log=log, snapshots=None, **kwargs)
     return rows
+
+
+def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
+                overrides: dict[str, dict[str, Any]] | None = None,
+                log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+    """Probe an encoder from outside repeval (``spec.external``): checked and written as a run
+    directory by :func:`repeval.external.prepare` first (a bad input stores nothing), then
+    probed and stored like any run. Tasks that decode (``needs_model``) and the previews are
+    skipped with a line on ``log`` when the encoder has no decoder (embeddings files, a
+    module without ``decode``)."""
+    from repeval.external import prepare
+    from repeval.previews import write_previews
+    from repeval.probes import TASKS, resolve_settings
+    from repeval.store import Score
+
+    say = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    outside = prepare(spec, dataset, device, workdir)
+    store.record_run(spec.run_id, spec.to_dict(), outside.checkpoint.provenance, str(outside.checkpoint.path))
+    if outside.no_decoder is None:
+        write_previews(outside.checkpoint.path, outside.model, dataset, outside.latent, device)
+    else:
+        say(f"{spec.encoder}: {outside.no_decoder}, so no reconstructions or interpolations are previewed.")
+    for task_name in tasks:
+        task = TASKS[task_name]
+        if task.needs_model and outside.no_decoder is not None:
+            say(f"{spec.encoder}: task {task_name!r} decodes latents and {outside.no_decoder}; skipped.")
+            continue
+        task_overrides = {**_seeded(task, spec.seed), **(overrides or {}).get(task_name, {})}
+        settings = resolve_settings(task_name, device, task_overrides)
+        t0 = time.perf_counter()
+        if task.needs_model:
+            result = task.run(outside.model, dataset, settings, device, outside.latent)
+        else:
+            result = task.run(outside.latents, settings, device)
+        wall = time.perf_counter() - t0
+        store.add_scores(spec.run_id, [Score(task=task_name, metric=m, value=float(v), latent=outside.latent,
+                                             settings=asdict(settings), details=result.details, wall_time_s=wall)
+                                       for m, v in result.scores.items()])
+    return store.scores(run_id=spec.run_id, latent=outside.latent, task=tasks)
 
 
 def _seeded(task, seed: int) -> dict[str, Any]:

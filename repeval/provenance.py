@@ -12,7 +12,7 @@ from typing import Any
 import repeval
 
 LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu",
-             "pandas", "pillow")
+             "pandas", "pillow", "safetensors")
 
 
 def library_versions() -> dict[str, str]:

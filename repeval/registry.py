@@ -98,6 +98,10 @@ class Registry(Generic[T]):
         return (f"Unknown {self.kind} {name!r}. Known {self.kind}s: {', '.join(self.names()) or 'none'}"
                 f"{forms}.{hint}{note}")
 
+    def prefix_usages(self) -> list[str]:
+        """How each prefixed form reads (the ``usage`` given to :meth:`add_prefix`), in order."""
+        return [usage for _, usage in self._prefixes.values()]
+
     def source(self, name: str) -> str:
         """Where ``name`` came from: ``built-in``, ``plugin DIST (entry point ...)``,
         ``module M`` (registered by an imported module) or, for a prefixed name, the prefix."""

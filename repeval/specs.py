@@ -39,6 +39,10 @@ class RunSpec:
     online_eval_every: int = ONLINE_EVAL_EVERY
     hparams: dict[str, Any] = field(default_factory=dict)
     version: int = SPEC_VERSION
+    # an encoder from outside repeval (repeval/external.py): the identity of its files (sha256s,
+    # factory, key renames); empty for repeval's own families, and then left out of the JSON,
+    # so their digests (and run directories) are the same as before this field existed
+    source: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -58,8 +62,16 @@ class RunSpec:
             return True
         return ONLINE_FIRST <= images < every and images & (images - 1) == 0
 
+    @property
+    def external(self) -> bool:
+        """Whether the encoder comes from outside repeval (``latents:`` or ``python:``)."""
+        return bool(self.source)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["source"]:
+            del d["source"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

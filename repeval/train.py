@@ -388,7 +388,10 @@ class Trainer:
         if self._cast is not None:
             record["precision"] += f" (weights of {len(self._cast)} layers cast once per step)"
         record["training_step"] = self._graph.mode if self._graph is not None else "eager"
-        record["latents"] = dict(encoders.get(self.spec.encoder).latents)  # which tensor is which; first = default
+        family = encoders.get(self.spec.encoder)
+        record["latents"] = dict(family.latents)  # which tensor is which; first = default
+        if getattr(family, "regulariser", None) is not None:  # a composed family, FAMILY+REGULARISER
+            record["regulariser"] = family.regulariser.record(family, self.spec.hparams)
         if self._continued_from:
             record["continued_from"] = self._continued_from
         return record

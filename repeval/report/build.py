@@ -144,7 +144,30 @@ class RunView:
 
     @property
     def budget_text(self) -> str:
-        return fmt_budget(self.run["budget"])
+        return "external" if self.external else fmt_budget(self.run["budget"])
+
+    @property
+    def external(self) -> dict[str, Any] | None:
+        """The ``external`` record of an encoder from outside repeval (``repeval/external.py``), else None."""
+        record = self.run["provenance"].get("external")
+        return record if isinstance(record, dict) and (self.run.get("spec") or {}).get("source") else None
+
+    @property
+    def external_text(self) -> str:
+        """Where an outside encoder came from, in one line: its files, their sha256 and formats."""
+        e = self.external or {}
+        if e.get("kind") == "latents":
+            shapes = ", ".join(f"{k} {e.get('shapes', {}).get(k)} {e.get('dtypes', {}).get(k)}"
+                               for k in ("z_train", "z_test"))
+            meta = f"; meta {json.dumps(e['meta'], sort_keys=True)}" if e.get("meta") else ""
+            return f"embeddings file {e.get('file')} (sha256 {e.get('sha256')}); {shapes}{meta}"
+        if e.get("kind") == "python":
+            weights = (f"weights {e['weights']} ({e.get('weights_format')}, sha256 {e.get('weights_sha256')}, "
+                       f"{e.get('weights_keys')} tensors)" if e.get("weights") else "no weights file")
+            return (f"factory {e.get('factory')} in {e.get('module_file')} (sha256 {e.get('module_sha256')}), "
+                    f"class {e.get('class')}; {weights}; input {json.dumps(e.get('input'))}; latent shape "
+                    f"{e.get('latent_shape')}; {'decodes' if e.get('decoder') else 'no decoder'}")
+        return json.dumps(e, sort_keys=True)
 
     @property
     def versions(self) -> str:
@@ -225,7 +248,7 @@ def collect(workdir: Path, paper_path: Path) -> dict[str, Any]:
     context["snapshot_rows"] = len(all_rows) - len(rows)
     tables = score_tables(rows, runs_by_id)
     context["tables"] = tables
-    budgets = sorted({r.budget for t in tables for r in t.rows if not r.reference})
+    budgets = sorted({r.budget for t in tables for r in t.rows if not r.reference and not r.external})
     context["budgets"] = [{"text": fmt_budget(b), "share": fmt_budget_share(b)} for b in budgets]
     if paper_path.is_file():
         try:

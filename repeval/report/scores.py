@@ -118,10 +118,16 @@ class Row:
     cells: list[Cell | None]
     data: list[DataStatus]
     run_ids: list[str] = field(default_factory=list)
+    external: bool = False  # an encoder from outside repeval (latents: or python:), compared like the learned
 
     @property
     def budget_text(self) -> str:
-        return fmt_budget(self.budget)
+        return "external" if self.external else fmt_budget(self.budget)
+
+    @property
+    def provenance_anchor(self) -> str:
+        """The provenance entry of the row's first run."""
+        return anchor("run", self.run_ids[0]) if self.run_ids else ""
 
     @property
     def data_flags(self) -> list[DataStatus]:
@@ -146,7 +152,7 @@ class ScoreTable:
 
     @property
     def budgets(self) -> list[int]:
-        return sorted({r.budget for r in self.rows if not r.reference})
+        return sorted({r.budget for r in self.rows if not r.reference and not r.external})
 
     @property
     def budget_texts(self) -> list[tuple[str, bool]]:
@@ -218,10 +224,12 @@ def _score_table(dataset: str, dim: int, groups: list[dict[str, Any]],
         row_key = (g["encoder"], g["latent"], g["budget"], g["latent_dim"])
         if row_key not in table_rows:
             ids = run_ids.get((dataset, g["latent_dim"], g["encoder"], g["latent"], g["budget"]), [])
+            external = any((runs[i].get("spec") or {}).get("source") for i in ids if i in runs)
             table_rows[row_key] = Row(
                 encoder=g["encoder"], latent=g["latent"], budget=g["budget"], latent_dim=g["latent_dim"],
-                reference=g["budget"] == 0, cells=[None] * len(columns), run_ids=ids,
-                data=[data_status(runs[i]["provenance"]) if i in runs else data_status({}) for i in ids])
+                reference=g["budget"] == 0 and not external, cells=[None] * len(columns), run_ids=ids,
+                data=[data_status(runs[i]["provenance"]) if i in runs else data_status({}) for i in ids],
+                external=external)
         col = index[(g["task"], g["metric"], canonical_json(g["settings"]))]
         view = columns[col].view
         mean, std = view.display(g["mean"]), view.display(g["std"])
