@@ -152,8 +152,7 @@ def test_baseline_plus_acai_trains_exactly_acai(tmp_path):
     states = {}
     for name in ("acai", "baseline+acai"):
         spec = make_spec(name, "digits", budget=8 * 64, seed=7)
-        Trainer(spec, dataset, "cpu", tmp_path / name, progress=False).run()
-        states[name] = torch.load(tmp_path / name / "checkpoints" / spec.run_id / "state.pt", weights_only=True)
+        states[name] = Trainer(spec, dataset, "cpu", tmp_path / name, progress=False).run().load_state()
     acai, composed = states["acai"], states["baseline+acai"]
     assert list(acai["model"]) == list(composed["model"])
     for part in ("model", "classifier"):
