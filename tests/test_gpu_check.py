@@ -1,0 +1,32 @@
+"""The GPU check dry-runs on the CPU (tiny sizes): its packed-training parts run end to end,
+so the script a lent GPU gets has been exercised before it gets there."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+@pytest.mark.slow
+def test_the_packed_profile_dry_runs_on_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("gpu_check_dry_run", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check_dry_run", module)
+    spec.loader.exec_module(module)
+    results = module.main(["--device", "cpu", "--dataset", "digits", "--out", str(tmp_path), "--deadline", "400",
+                           "--only", "packed_correctness,packed_throughput"])
+    parts = results["parts"]
+    assert {name: part["status"] for name, part in parts.items()} == {"packed_correctness": "ok",
+                                                                        "packed_throughput": "ok"}
+    assert parts["packed_throughput"]["acai"]["2"]["images_per_s"] > 0
+    assert set(parts["packed_correctness"]["baseline"]) >= {"seed_0", "seed_1", "pass"}
+    written = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert written["parts"].keys() == parts.keys()
+    assert "| packed_throughput | ok |" in (tmp_path / "gpu_check.md").read_text()
