@@ -1,7 +1,10 @@
 """``repeval run``: train (or reuse) → extract → probe → store, for one spec at a time.
 
 Scores are stored as soon as each task finishes, so an interrupted multi-task run keeps
-what it computed.
+what it computed: first into the run directory's ``scores.json`` (the durable record,
+:mod:`repeval.scorefile`), then into ``repeval.db`` (an index that ``repeval collect`` can
+rebuild from those files). Without a store (``repeval run --no-store``, sweep workers) only
+the file is written.
 """
 
 from __future__ import annotations
@@ -60,24 +63,35 @@ ONLINE_SETTINGS = {
 
 def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
             latent: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-            progress: bool = True, log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
-    """Train or reuse ``spec``, probe it with ``tasks``, store and return the score rows."""
+            progress: bool = True, log: Callable[[str], Any] | None = None,
+            checkpoint_every_s: float | None = None) -> list[dict[str, Any]]:
+    """Train or reuse ``spec``, probe it with ``tasks``, store and return the score rows.
+
+    ``store`` may be ``None``: the scores then go only into the run directory's
+    ``scores.json``. ``checkpoint_every_s`` is the trainer's checkpoint interval (default
+    :data:`repeval.train.CHECKPOINT_EVERY_S`)."""
     from repeval import extract as ex
+    from repeval import scorefile
     from repeval.previews import write_previews
-    from repeval.probes import TASKS, resolve_settings
+    from repeval.probes import TASKS
     from repeval.store import Score
     from repeval.train import train
 
-    checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log)
-    store.record_run(spec.run_id, spec.to_dict(), checkpoint.provenance, str(checkpoint.path))
+    every = {} if checkpoint_every_s is None else {"checkpoint_every_s": checkpoint_every_s}
+    checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log, **every)
+    at = scorefile.now()
+    record = scorefile.record_run(checkpoint.path, spec.run_id, spec.to_dict(), checkpoint.provenance,
+                                  str(checkpoint.path), at=at)
+    if store is not None:
+        store.record_run(spec.run_id, spec.to_dict(), checkpoint.provenance, str(checkpoint.path),
+                         created_at=record["created_at"], updated_at=at)
     model = checkpoint.load_model(device)
     latent = model.check_latent(latent)
     write_previews(checkpoint.path, model, dataset, latent, device)
     latents = None
     for task_name in tasks:
         task = TASKS[task_name]
-        task_overrides = {**_seeded(task, spec.seed), **(overrides or {}).get(task_name, {})}
-        settings = resolve_settings(task_name, device, task_overrides)
+        settings = task_settings(task_name, spec.seed, device, (overrides or {}).get(task_name))
         t0 = time.perf_counter()
         if task.needs_model:
             result = task.run(model, dataset, settings, device, latent)
@@ -86,15 +100,28 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
                 latents = ex.extract(checkpoint, dataset, latent, device, model=model)
             result = task.run(latents, settings, device)
         wall = time.perf_counter() - t0
+        at = scorefile.now()
         scores = [Score(task=task_name, metric=m, value=float(v), latent=latent, settings=asdict(settings),
-                        details=result.details, wall_time_s=wall) for m, v in result.scores.items()]
+                        details=result.details, wall_time_s=wall, created_at=at) for m, v in result.scores.items()]
         if task_name == "linear" and model.learned:
             online = online_score(checkpoint.history)
             if online is not None:
                 scores.append(Score(task="linear", metric="accuracy_online", value=online[0], latent=latent,
-                                    settings=ONLINE_SETTINGS, details=online[1]))
-        store.add_scores(spec.run_id, scores)
+                                    settings=ONLINE_SETTINGS, details=online[1], created_at=at))
+        record = scorefile.add_scores(checkpoint.path, [asdict(s) for s in scores])
+        if store is not None:
+            store.add_scores(spec.run_id, scores)
+    if store is None:
+        return scorefile.store_rows(record, latent=latent, task=tasks)
     return store.scores(run_id=spec.run_id, latent=latent, task=tasks)
+
+
+def task_settings(task_name: str, seed: int, device: str, overrides: dict[str, Any] | None = None):
+    """The settings :func:`run_one` probes ``task_name`` with for a run of ``seed`` on
+    ``device``: the task's defaults, its seed from the run's, then ``overrides``."""
+    from repeval.probes import TASKS, resolve_settings
+
+    return resolve_settings(task_name, device, {**_seeded(TASKS[task_name], seed), **(overrides or {})})
 
 
 def _seeded(task, seed: int) -> dict[str, Any]:
