@@ -122,9 +122,9 @@ def build_jobs(cells: list[Cell], device: str) -> list[Job]:
     bad value (unknown name, illegal latent size, a setting of a task not run) is a
     :class:`UserError` naming the grid part it came from.
 
-    As in ``repeval run``, a family without the cell's ``latent`` uses its default latent, and
-    a hyper-parameter applies to the families that declare it; a latent or hyper-parameter
-    that no family of the sweep has is an error."""
+    As in ``repeval run``, a family without the cell's ``latent`` uses its default latent; a
+    hyper-parameter applies to the families that declare it, a probe setting to the cells that
+    run its task; a latent, hyper-parameter or setting that applies nowhere is an error."""
     import encoders
     from repeval.pipeline import expand_tasks, task_settings
     from repeval.specs import make_spec
@@ -132,6 +132,7 @@ def build_jobs(cells: list[Cell], device: str) -> list[Job]:
     jobs: dict[str, dict[str, Any]] = {}
     latents_used: dict[str, bool] = {}
     hparams_used: dict[str, bool] = {}
+    settings_used: dict[str, bool] = {}
     for cell in cells:
         where = f" (grid part from {cell.origin})"
         try:
@@ -139,14 +140,17 @@ def build_jobs(cells: list[Cell], device: str) -> list[Job]:
             tasks = expand_tasks(cell.tasks, cell.dataset)
         except UserError as exc:
             raise UserError(f"{exc.message}{where}") from None
-        settings = tuple(sorted(dict(cell.settings).items()))
         overrides: dict[str, dict[str, Any]] = {}
-        for key, value in settings:
+        kept = []
+        for key, value in sorted(dict(cell.settings).items()):
             task, dot, sub = key.partition(".")
-            if not dot or task not in tasks:
-                raise UserError(f"--set {key}=... must name one of the cell's tasks ({', '.join(tasks)}) as "
-                                f"TASK.KEY, e.g. --set kmeans.restarts=1000{where}.")
-            overrides.setdefault(task, {})[sub] = value
+            if not dot or not sub:
+                raise UserError(f"--set {key}=... must be TASK.KEY=VALUE, e.g. --set kmeans.restarts=1000{where}.")
+            settings_used[key] = settings_used.get(key, False) or task in tasks
+            if task in tasks:
+                overrides.setdefault(task, {})[sub] = value
+                kept.append((key, value))
+        settings = tuple(kept)
         for name in names:
             family = encoders.get(name)
             if cell.latent is not None:
@@ -174,6 +178,10 @@ def build_jobs(cells: list[Cell], device: str) -> list[Job]:
         if not used:
             raise UserError(f"No encoder of the sweep has a latent {latent!r}; `repeval encoders` lists each "
                             "family's latents (e.g. vae: mean, sample).")
+    for key, used in settings_used.items():
+        if not used:
+            raise UserError(f"--set {key}=...: no cell of the sweep runs the task {key.partition('.')[0]!r}. Name "
+                            "one of the sweep's tasks as TASK.KEY, e.g. --set kmeans.restarts=1000.")
     for key, used in hparams_used.items():
         if not used:
             raise UserError(f"No encoder of the sweep has a hyper-parameter {key!r}; `repeval encoders --json` "
