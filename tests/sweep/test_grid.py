@@ -25,7 +25,8 @@ def test_options_multiply_and_a_repeated_key_is_an_axis():
               settings={"knn.k": [5, 20]})
     got = cells([g])
     assert len(got) == 2 * 3 * 2
-    assert {(c.encoder, c.seed, c.settings) for c in got} >= {("acai", 0, (("knn.k", 5),)), ("vae", 2, (("knn.k", 20),))}
+    points = {(c.encoder, c.seed, c.settings) for c in got}
+    assert points >= {("acai", 0, (("knn.k", 5),)), ("vae", 2, (("knn.k", 20),))}
     jobs = build_jobs(got, "cpu")
     assert len(jobs) == 6  # the two k values probe the same run: one job, two invocations
     assert all(len(j.invocations) == 2 for j in jobs)
