@@ -28,8 +28,9 @@ A TOML grid::
     dataset = "lines"
     task = ["interpolation"]
 
-The top-level keys form a group of their own only when they name an ``encoder``; otherwise
-they are defaults for the cells.
+``latent_dim``, ``budget`` and ``latent`` also take ``"default"``: each family's latent size
+for the dataset, the device's budget, the family's latent. The top-level keys form a group of
+their own only when they name an ``encoder``; otherwise they are defaults for the cells.
 """
 
 from __future__ import annotations
@@ -121,12 +122,17 @@ def _values(key: str, raw: Any, kind: type, where: str) -> list[Any]:
     values = raw if isinstance(raw, list) else [raw]
     if not values:
         raise UserError(f"{where}: `{key}` is an empty list. Give at least one value, or leave the key out.")
+    if key in DEFAULTS and DEFAULTS[key] == [None]:  # "default": the family's (latent size, latent) or device's
+        values = [None if v == "default" else v for v in values]
     for v in values:
-        ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
+        ok = v is None and key in DEFAULTS or isinstance(v, kind) and not (kind is int and isinstance(v, bool))
         if not ok:
-            raise UserError(f"{where}: `{key}` must be {'an integer' if kind is int else 'a string'} or a list of "
-                            f"them; {v!r} is a {type(v).__name__}. E.g. {key} = "
-                            f"{'[32, 256]' if kind is int else repr(['acai', 'vae']).replace(chr(39), chr(34))}.")
+            what = "an integer" if kind is int else "a string"
+            if key in DEFAULTS and DEFAULTS[key] == [None]:
+                what += ' (or "default")'
+            example = "[32, 256]" if kind is int else '["acai", "vae"]'
+            raise UserError(f"{where}: `{key}` must be {what} or a list of them; {v!r} is a {type(v).__name__}. "
+                            f"E.g. {key} = {example}.")
     return list(values)
 
 

@@ -28,6 +28,23 @@ FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
 SQUEUE_EVERY_S = 10.0
 
 
+class _OnceAboutSacct:
+    """A logging filter: submitit warns about a failing ``sacct`` at every poll on clusters
+    without SLURM accounting; say it once (job states then come from ``squeue``)."""
+
+    said = False
+
+    def filter(self, record) -> bool:
+        if "sacct error" not in record.getMessage():
+            return True
+        if self.said:
+            return False
+        self.said = True
+        record.msg, record.args = ("sacct (SLURM accounting) is not available here; repeval reads job states "
+                                   "from squeue instead."), ()
+        return True
+
+
 def _first_lines(exc: BaseException, n: int = 6) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: " + " / ".join(line.strip() for line in text[-n:] if line.strip())
@@ -87,8 +104,11 @@ class SlurmSession(Session):
             import submitit
         except ImportError as exc:
             raise UserError(missing_extra("slurm", "submitit", "slurm", exc)) from None
+        import logging
+
         from repeval.sweep import slurm_job  # noqa: F401  (imports submitit: fail here, not on a node)
 
+        logging.getLogger("submitit").addFilter(_OnceAboutSacct())
         self.options = options
         if options.slurm_executor not in ("slurm", "local"):
             raise UserError(f"--slurm-executor {options.slurm_executor!r}: use slurm (submit to SLURM) or local "

@@ -166,3 +166,59 @@ def test_options_beside_a_preset_replace_its_keys(tmp_path):
     # three groups of the preset, each now digits: latent 32/256 twice, 256/1024 once -> 3 distinct runs
     assert "Totals: 0 done, 0 incomplete, 3 to run" in out
     assert "acai-digits-32-b128-s0" in out and "acai-digits-1024-b128-s0" in out
+
+
+def test_the_readme_grid_example_is_a_valid_grid(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [example] = re.findall(r"```toml\n(encoder = .*?)```", readme, flags=re.S)
+    f = tmp_path / "grid.toml"
+    f.write_text(example)
+    jobs = build_jobs(cells(load_grid_file(f)), "cpu")
+    lines = {j.spec["encoder"]: j.spec["latent_dim"] for j in jobs if j.spec["dataset"] == "lines"}
+    assert lines == {"acai": 64, "vqvae": 256}
+    assert len(jobs) == 2 * 2 * 3 + 2 * 3
+
+
+def test_checkpoint_every_help_states_the_trainers_default(tmp_path):
+    from repeval.train import CHECKPOINT_EVERY_S
+
+    for command in ("train", "run", "sweep"):
+        out = CliRunner().invoke(main, [command, "--help"]).output
+        assert f"default {CHECKPOINT_EVERY_S:g} s" in " ".join(out.split()), command
+
+
+def test_local_launcher_gives_each_job_one_gpu(tmp_path, monkeypatch):
+    """On a GPU machine, one slot per visible device (or --jobs-per-gpu per device), each job's
+    CUDA_VISIBLE_DEVICES naming one. (The GPU check runs this for real; here the devices and
+    the process start are stand-ins, since this machine has no GPU.)"""
+    import subprocess
+
+    from repeval import devices
+    from repeval.sweep import launch_local
+    from repeval.sweep.registry import LaunchOptions
+
+    monkeypatch.setattr(devices, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(launch_local, "visible_gpus", lambda: ["2", "5"])
+    started = []
+
+    class FakeProcess:
+        pid = 4242
+
+        def __init__(self, argv, env, **kwargs):
+            started.append(env)
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    options = LaunchOptions(workdir=tmp_path, sweep_dir=tmp_path / "sweep", jobs_per_gpu=2)
+    session = launch_local.LocalSession(options)
+    assert (session.device, session.capacity, session.slots) == ("cuda", 4, ["2", "2", "5", "5"])
+    payload = {"job": {"run_id": "r"}, "options": {"workdir": str(tmp_path)}}
+    session.start([payload] * 4)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in started] == ["2", "2", "5", "5"]
+    with pytest.raises(RuntimeError, match="no free slot"):
+        session.start([payload])
