@@ -27,6 +27,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -102,7 +103,7 @@ class Progress:
         stamp = time.strftime("%H:%M:%S")
         line = f"[{stamp}] {message} ({self.status()})"
         with open(self.events_log, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {message}\n")
+            f.write(f"{datetime.now(timezone.utc).isoformat(timespec='milliseconds')} {message}\n")
         if self.bar is not None:
             self.bar.n = self.done
             self.bar.set_postfix_str(self.status(), refresh=False)
