@@ -390,7 +390,9 @@ def _claim_job(run_id: str, specs, workdir: Path):
     if spec.run_id != run_id:
         raise UserError(f"--job {run_id}: these options make run {spec.run_id}, not {run_id}. The repeval (or its "
                         "plugins) on this host differs from the sweep driver's; install the same version here.")
-    claim = claims.acquire(run_dir(workdir, spec), log=lambda message: click.echo(message, err=True))
+    # a retry may start while the attempt it replaces is still saving its checkpoint: wait a little
+    claim = claims.acquire(run_dir(workdir, spec), log=lambda message: click.echo(message, err=True),
+                           wait_s=claims.JOB_WAIT_S)
     claim.start_heartbeat()
     return claim
 

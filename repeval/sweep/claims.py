@@ -40,6 +40,7 @@ FILENAME = "claim.json"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0
 CLAIMED_ELSEWHERE_EXIT = 75  # EX_TEMPFAIL: try again later
+JOB_WAIT_S = 60.0  # how long a sweep job waits for a live claim to end before it gives up
 
 
 def heartbeat_s() -> float:
@@ -190,13 +191,18 @@ class Claim:
 
 
 def acquire(run_dir: Path, *, stale_after: float | None = None, log: Callable[[str], Any] = print,
-            what: str = "") -> Claim:
+            what: str = "", wait_s: float = 0.0) -> Claim:
     """Claim ``run_dir`` for this process, taking over a stale claim (logged through
-    ``log``); raises :class:`ClaimedElsewhere` when a live process holds it."""
+    ``log``); raises :class:`ClaimedElsewhere` when a live process still holds it after
+    ``wait_s`` seconds (a retry may start while the attempt it replaces is still saving its
+    checkpoint)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / FILENAME
-    for _ in range(20):
+    deadline = time.monotonic() + wait_s
+    attempts = 0
+    while attempts < 20:
+        attempts += 1
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -204,6 +210,10 @@ def acquire(run_dir: Path, *, stale_after: float | None = None, log: Callable[[s
             if info is None:
                 continue  # released just now: try again
             live, why = judge(info, path, stale_after)
+            if live and time.monotonic() < deadline:
+                attempts -= 1
+                time.sleep(0.2)
+                continue
             if live:
                 raise ClaimedElsewhere(
                     f"Run {run_dir.name}{what} is claimed by {describe(info)} ({why}): another sweep or "

@@ -226,15 +226,28 @@ def _dispatch(todo, request, session, progress: Progress, store, echo) -> tuple[
     stopping = killing = False
     progress.pending = len(pending)
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
+    stop = {"asked": 0}  # Ctrl-C / SIGTERM count: the loop acts on it between polls (never mid-start)
 
-    old_term = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    def on_signal(signum, frame):
+        stop["asked"] += 1
+        if stop["asked"] > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
     if pending:
-        session.begin()
+        session.begin()  # first: starting Ray may set handlers of its own
+    old_handlers = ({s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+                    if _main_thread() else {})
     try:
         while pending or running:
             try:
+                if stop["asked"] and not stopping:
+                    stopping = True
+                    pending.clear()
+                    progress.pending = 0
+                    click.echo(f"\nStopping: asked {len(running)} running job(s) to checkpoint and stop (Ctrl-C "
+                               "again kills them). Run the same sweep again to resume.", err=True)
+                    for handle in running:
+                        handle.stop()
                 if not stopping:
                     free = min(session.capacity - len(running), len(pending))
                     batch = [pending.popleft() for _ in range(max(0, free))]
@@ -288,23 +301,15 @@ def _dispatch(todo, request, session, progress: Progress, store, echo) -> tuple[
                     progress.failed += 1
                     progress.event(f"FAILED {job.label} ({why}) after {attempts[job.run_id]} attempt(s)")
                 progress.tick()
-            except KeyboardInterrupt:
-                if stopping:
-                    killing = True
-                    for handle in running:
-                        handle.kill()
-                    echo("Killed the running jobs; they resume from their last checkpoints on the next run.")
-                    break
-                stopping = True
-                pending.clear()
-                progress.pending = 0
-                click.echo(f"\nStopping: asked {len(running)} running job(s) to checkpoint and stop (Ctrl-C again "
-                           "kills them). Run the same sweep again to resume.", err=True)
+            except KeyboardInterrupt:  # the second Ctrl-C
+                killing = True
                 for handle in running:
-                    handle.stop()
+                    handle.kill()
+                echo("Killed the running jobs; they resume from their last checkpoints on the next run.")
+                break
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
     return failed, stopping or killing
 
 

@@ -105,3 +105,17 @@ def test_only_one_of_many_concurrent_claimants_wins(tmp_path):
     results = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
     assert results.count("won") == 1 and results.count("lost") == 3, results
     assert not (run / claims.FILENAME).exists()
+
+
+def test_a_retry_waits_for_the_attempt_it_replaces_to_let_go(tmp_path):
+    run = tmp_path / "run"
+    held = claims.acquire(run)
+    threading.Timer(0.3, held.release).start()
+    start = time.monotonic()
+    claims.acquire(run, wait_s=30).release()
+    assert 0.2 < time.monotonic() - start < 30
+    claims.acquire(run).release()
+    blocker = claims.acquire(run)
+    with pytest.raises(claims.ClaimedElsewhere):
+        claims.acquire(run, wait_s=0.3)
+    blocker.release()
