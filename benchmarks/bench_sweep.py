@@ -4,8 +4,8 @@ Parts (``--parts``, default all that can run here):
 
 - ``overhead`` — for each launcher (``local``, ``slurm`` through submitit's local executor,
   ``slurm`` on a real SLURM when ``sbatch`` works, ``ray`` when installed), one job of a tiny
-  grid (baseline on digits, ``--checkpoint-every 0`` so the first training step writes
-  ``state.pt``): seconds from the driver starting the job (its ``events.log``) to that first
+  grid (baseline on digits, ``--checkpoint-every 0`` so the first training step writes a
+  checkpoint, whose ``history.json`` the benchmark watches for): seconds from the driver starting the job (its ``events.log``) to that first
   checkpoint, and from the command's start to it. The peer is ``repeval run`` of the same
   spec started directly: command start to its first checkpoint. Launchers interleave per
   repetition; medians.
@@ -84,7 +84,7 @@ def _one_sweep(launcher_args: list[str], cache: Path) -> dict[str, float]:
     while state is None and proc.poll() is None:
         found = [p for p in run_dirs.glob("baseline-*")] if run_dirs.exists() else []
         if found:
-            state = found[0] / "state.pt"
+            state = found[0] / "history.json"  # written with every checkpoint
         time.sleep(0.002)
     t_first = _first_file(state, proc) if state is not None else None
     out, _ = proc.communicate(timeout=600)
@@ -107,7 +107,7 @@ def _direct_run(cache: Path) -> dict[str, float]:
     state = None
     while state is None and proc.poll() is None:
         found = list((work / "checkpoints").glob("baseline-*")) if (work / "checkpoints").exists() else []
-        state = found[0] / "state.pt" if found else None
+        state = found[0] / "history.json" if found else None
         time.sleep(0.002)
     t_first = _first_file(state, proc) if state is not None else None
     out, _ = proc.communicate(timeout=600)

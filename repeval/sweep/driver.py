@@ -160,8 +160,7 @@ def run_sweep(request: SweepRequest, echo: Callable[[str], Any] = click.echo) ->
     options = request.options
     options.workdir = Path(options.workdir).resolve()
     launcher = LAUNCHERS.get(request.launcher)
-    options.sweep_dir = options.workdir / "sweeps" / "pending"
-    session = launcher.open(options)
+    session = launcher.open(options)  # validates the options; starts nothing
     try:
         job_list, states = plan(request, session)
         sid = sweep_id(job_list)

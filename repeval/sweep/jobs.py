@@ -238,7 +238,9 @@ def state(job: Job, workdir: Path) -> tuple[str, str]:
         live, why = claims.judge(info, run_dir / claims.FILENAME)
         if live:
             return CLAIMED, f"by {claims.describe(info)} ({why})"
-    if (run_dir / "state.pt").is_file():
+    from repeval.checkpoint import Checkpoint
+
+    if Checkpoint(run_dir).exists():
         step = _last_step(run_dir)
         steps = job.spec["budget"] // job.spec["batch_size"]
         if job.learned and step is not None and step < steps:

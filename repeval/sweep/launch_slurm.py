@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from repeval.errors import UserError
@@ -122,8 +123,8 @@ class SlurmSession(Session):
         self.threads = options.threads or cpus
         self.capacity = 1 << 30  # everything is submitted; SLURM's array parallelism bounds what runs
         self.cluster = options.slurm_executor
-        folder = options.sweep_dir / "submitit" / "%j"
-        self.executor = submitit.AutoExecutor(folder=folder, cluster=self.cluster)
+        self.submitit = submitit
+        self.executor = None  # made in begin(), in the sweep's own folder
         params: dict[str, Any] = {"timeout_min": options.timeout_min, "cpus_per_task": cpus, "gpus_per_node": gpus,
                                   "tasks_per_node": 1, "nodes": 1, "name": "repeval-sweep"}
         if options.mem_gb is not None:
@@ -140,16 +141,28 @@ class SlurmSession(Session):
                 params[key if key.startswith("slurm_") else f"slurm_{key}"] = value
         elif options.partition or options.slurm_params:
             raise UserError("--partition and --slurm-param apply to SLURM; --slurm-executor local takes neither.")
-        try:
-            self.executor.update_parameters(**params)
-        except (ValueError, NameError, TypeError) as exc:
-            raise UserError(f"submitit rejects the SLURM options {sorted(params)}: {exc}. Fix the option named "
-                            "there (`repeval sweep --help` lists the SLURM options); nothing was launched.") from None
+        self.params = params
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:  # validate now (also for a dry run), submit later
+            self._executor(Path(scratch))
         mem = f", {options.mem_gb:g} GB" if options.mem_gb is not None else ""
         where = "SLURM" if self.cluster == "slurm" else "submitit's local executor (no SLURM)"
         self.description = (f"slurm: job array on {where}, at most {parallel} at once, "
                             f"{gpus} GPU(s) and {cpus} CPU(s){mem} per job, timeout {options.timeout_min} min"
                             + (f", partition {options.partition}" if options.partition else ""))
+
+    def _executor(self, folder: Path):
+        executor = self.submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
+        try:
+            executor.update_parameters(**self.params)
+        except (ValueError, NameError, TypeError) as exc:
+            raise UserError(f"submitit rejects the SLURM options {sorted(self.params)}: {exc}. Fix the option named "
+                            "there (`repeval sweep --help` lists the SLURM options); nothing was launched.") from None
+        return executor
+
+    def begin(self) -> None:
+        self.executor = self._executor(self.options.sweep_dir / "submitit")
 
     def start(self, payloads: list[dict[str, Any]]) -> list[Handle]:
         from repeval.sweep.slurm_job import SweepJob
