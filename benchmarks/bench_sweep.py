@@ -5,8 +5,9 @@ Parts (``--parts``, default all that can run here):
 - ``overhead`` — for each launcher (``local``, ``slurm`` through submitit's local executor,
   ``slurm`` on a real SLURM when ``sbatch`` works, ``ray`` when installed), one job of a tiny
   grid (baseline on digits, ``--checkpoint-every 0`` so the first training step writes a
-  checkpoint, whose ``history.json`` the benchmark watches for): seconds from the driver starting the job (its ``events.log``) to that first
-  checkpoint, and from the command's start to it. The peer is ``repeval run`` of the same
+  checkpoint, whose ``history.json`` the benchmark watches for): seconds from the driver
+  starting the job (its ``events.log``) to that first checkpoint, and from the command's
+  start to it. The peer is ``repeval run`` of the same
   spec started directly: command start to its first checkpoint. Launchers interleave per
   repetition; medians.
 - ``throughput`` — the same small grid (``--grid-runs`` runs, each ``--budget`` digits
