@@ -83,8 +83,8 @@ class Progress:
         if sys.stderr.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=done, desc="sweep", unit="run", dynamic_ncols=True,
-                            file=sys.stderr, bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {postfix}")
+            self.bar = tqdm(total=total, initial=done, unit="run", dynamic_ncols=True, file=sys.stderr,
+                            bar_format="sweep: {n_fmt}/{total_fmt} done |{bar:24}|{postfix}")
 
     def eta(self) -> str:
         if not self.durations:
@@ -94,10 +94,10 @@ class Progress:
         left = self.pending * mean + sum(max(0.0, mean - (now - t)) for t in self.running.values())
         return _fmt_s(left / max(1, min(self.capacity, self.pending + len(self.running))))
 
-    def status(self) -> str:
+    def status(self, with_done: bool = True) -> str:
         extra = f", {self.claimed} claimed elsewhere" if self.claimed else ""
-        return (f"{self.done}/{self.total} done, {len(self.running)} running, {self.failed} failed{extra}, "
-                f"ETA {self.eta()}")
+        done = f"{self.done}/{self.total} done, " if with_done else ""
+        return f"{done}{len(self.running)} running, {self.failed} failed{extra}, ETA {self.eta()}"
 
     def event(self, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -106,7 +106,7 @@ class Progress:
             f.write(f"{datetime.now(timezone.utc).isoformat(timespec='milliseconds')} {message}\n")
         if self.bar is not None:
             self.bar.n = self.done
-            self.bar.set_postfix_str(self.status(), refresh=False)
+            self.bar.set_postfix_str(self.status(with_done=False), refresh=False)
             self.bar.write(f"[{stamp}] {message}", file=sys.stderr)
             self.bar.refresh()
         else:
@@ -114,7 +114,7 @@ class Progress:
 
     def tick(self) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(self.status())
+            self.bar.set_postfix_str(self.status(with_done=False))
 
     def close(self) -> None:
         if self.bar is not None:
