@@ -35,7 +35,14 @@ setup(
         "pillow>=10",
         # weights of users' own encoders (python:MODULE:FACTORY --weights FILE.safetensors): loading runs no code
         "safetensors>=0.4",
+        "tomli>=1.1; python_version < '3.11'",  # sweep grid files (tomllib from 3.11)
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={
+        # `repeval sweep --launcher slurm` / `--launcher ray`
+        "slurm": ["submitit>=1.5"],
+        "ray": ["ray>=2.40"],
+        # the tests drive both engines for real (a local Ray, submitit's local executor, SLURM)
+        "test": ["pytest>=8", "ruff>=0.6", "submitit>=1.5", "ray>=2.40"],
+    },
     entry_points={"console_scripts": ["repeval = repeval.cli:main"]},
 )

@@ -33,7 +33,10 @@ b. throughput
      through the CLI (in-process): the product's whole GPU path, with its scores;
 c. ``kmeans_backends`` — the torch k-means backend with the same restarts on CPU and
    device: same inertia and labels?
-d. packed training (``repeval.packed``)
+d. ``sweep_concurrency`` — what ``repeval sweep --jobs-per-gpu N`` would get: N = 1, 2, 4
+   training processes (baseline, then ACAI) sharing the device, each warmed up (graph
+   captured) before a common start; aggregate images/s (``benchmarks/bench_sweep.py``).
+e. packed training (``repeval.packed``)
    - ``packed_correctness`` — packed against single runs of the same seeds, same steps: each
      member's test reconstruction MSE against its single run's (baseline within 5 %, ACAI
      within 15 %: its own random draws);
@@ -566,6 +569,23 @@ def kmeans_backends(c: Check) -> dict[str, Any]:
     return out
 
 
+def sweep_concurrency(c: Check) -> dict[str, Any]:
+    """Aggregate training images/s of 1, 2 and 4 processes on one device (bench_sweep.concurrency)."""
+    import bench_sweep
+
+    cuda = c.device.startswith("cuda")
+    counts, steps, warmup = ((1, 2, 4), 3000, 50) if cuda and not c.small else ((1, 2), 5, 2)
+    dataset = c.dataset_arg if cuda else "digits"
+    out: dict[str, Any] = {"counts": list(counts), "steps": steps}
+    for family in ("baseline", "acai"):
+        c.partial = out
+        out[family] = bench_sweep.concurrency(c.device, family, counts=counts, steps=steps, warmup=warmup,
+                                              dataset=dataset, data_dir=c.data_dir if cuda else None, timeout=120)
+    best = {f: max(counts, key=lambda n: out[f][str(n)]["aggregate_images_per_s"]) for f in ("baseline", "acai")}
+    out["best_jobs_per_gpu"] = best
+    return out
+
+
 # ------------------------------------------------------------------------------ report
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
@@ -622,6 +642,10 @@ def key_figures(name: str, r: dict[str, Any]) -> str:
     if name == "packed_correctness":
         return "; ".join(f"{f}: test MSE rel diff " + ", ".join(f"{v['rel_diff']:.1%}" for k, v in r[f].items()
                                                                 if k.startswith("seed_")) for f in ("baseline", "acai"))
+    if name == "sweep_concurrency":
+        return "; ".join(f"{f}: " + ", ".join(f"x{n} {r[f][str(n)]['aggregate_images_per_s']:,.0f} img/s"
+                                             for n in r["counts"] if str(n) in r[f])
+                         for f in ("baseline", "acai") if f in r)
     if name == "kmeans_backends":
         return (f"torch backend R={r['restarts']}: device {r['device']['seconds']} s, cpu {r['cpu']['seconds']} s; "
                 f"inertia rel diff {r['inertia_rel_diff']:.1e}, label agreement {r['label_agreement']:.4f}")
@@ -651,8 +675,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              ("acai_throughput", acai_throughput, 75), ("cast_once", cast_once, 80),
              ("trainer_families", trainer_families, 150), ("extract_throughput", extract_throughput, 40),
              ("kmeans_1000", kmeans_1000, 90), ("knn", knn_check, 40), ("cli_run", cli_run, 120),
-             ("kmeans_backends", kmeans_backends, 60), ("packed_correctness", packed_correctness, 90),
-             ("packed_throughput", packed_throughput, 240)]
+             ("kmeans_backends", kmeans_backends, 60), ("sweep_concurrency", sweep_concurrency, 200),
+             ("packed_correctness", packed_correctness, 90), ("packed_throughput", packed_throughput, 240)]
     only = set(args.only.split(",")) if args.only else PROFILES[args.profile]
     for name, fn, box in parts:
         if only is None or name in only:

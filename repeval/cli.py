@@ -476,15 +476,24 @@ def _announce_budget(specs, budget) -> None:
                    "set --budget to change it).", err=True)
 
 
+def checkpoint_option(f):
+    """``--checkpoint-every SECONDS`` (train, run, sweep): the trainer's checkpoint interval."""
+    return click.option("--checkpoint-every", "checkpoint_every", type=click.FloatRange(min=0), default=None,
+                        metavar="SECONDS",
+                        help="Save a training checkpoint at most this often (default 300 s; 0: at every "
+                             "log point). Ctrl-C and SIGTERM always checkpoint first.")(f)
+
+
 @main.command()
 @click.option("--encoder", required=True, help="The family to train (`repeval encoders` lists them).")
 @regulariser_option
 @spec_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and noise.")
 @snapshot_options
+@checkpoint_option
 @common_options
-def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, snapshot_list, no_snapshots, workdir,
-          data_dir, allow_unverified):
+def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, snapshot_list, no_snapshots,
+          checkpoint_every, workdir, data_dir, allow_unverified):
     """Train one family (or resume it, or reuse a finished run) and print its checkpoint.
 
     The last line of output is the checkpoint directory. Ctrl-C saves a checkpoint; run
@@ -502,7 +511,8 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
         snapshot_points(spec, snapshots)  # a bad value fails before the data loads
     _announce_budget([(spec, device)], budget)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
-    checkpoint = train_spec(spec, ds, device, workdir, snapshots=snapshots)
+    every = {} if checkpoint_every is None else {"checkpoint_every_s": checkpoint_every}
+    checkpoint = train_spec(spec, ds, device, workdir, snapshots=snapshots, **every)
     click.echo(str(checkpoint.path))
 
 
@@ -532,10 +542,20 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
 @click.option("--along-training", is_flag=True,
               help="Also probe every snapshot of each run (4,096, 8,192, ... images, and --snapshots), each "
                    "stored as the scores of its own shorter run: quality along training, from one run.")
+@checkpoint_option
+@click.option("--no-store", is_flag=True,
+              help="Write the scores only to each run directory's scores.json, not to repeval.db (what sweep jobs "
+                   "on other hosts do; `repeval collect` indexes them later).")
+@click.option("--job", "job_run_id", default=None, hidden=True, metavar="RUN_ID",
+              help="Run as a sweep job: one encoder and seed whose run id must be RUN_ID; claims the run "
+                   "directory, implies --no-store, stops when its parent process dies.")
 @common_options
 def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings, as_json,
-        snapshot_list, no_snapshots, pack, along_training, workdir, data_dir, allow_unverified):
+        snapshot_list, no_snapshots, pack, along_training, checkpoint_every, no_store, job_run_id, workdir, data_dir,
+        allow_unverified):
     """Train (or reuse), extract latents, probe them and store the scores.
+
+    Scores go into the run directory's scores.json and into repeval.db.
 
     \b
     Examples:
@@ -548,6 +568,8 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
       repeval run --encoder latents:my_embeddings.npz --task linear --task knn --dataset digits
       repeval run --encoder python:my_model.py:build --weights my_model.safetensors --task all --dataset digits
     """
+    import contextlib
+
     import encoders
     from repeval import pipeline
     from repeval.results import format_results
@@ -555,6 +577,11 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
     from repeval.summary import summarise
     from repeval.train import snapshot_points
 
+    if job_run_id is not None:  # a sweep job: stop with the process that started it
+        from repeval.sweep.worker import die_with_parent
+
+        die_with_parent()
+        no_store = True
     _setup_process(threads)
     names = _encoder_names(encoder_names)  # all expanded, --regularizer added; an unknown name fails here
     for name in names:
@@ -578,26 +605,49 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
     for spec, _ in specs:
         if spec.budget and snapshots:
             snapshot_points(spec, snapshots)  # a bad value fails before any work
+    claim = _claim_job(job_run_id, specs, workdir) if job_run_id is not None else contextlib.nullcontext()
     _announce_budget(specs, budget)
-    ds = _load_dataset(dataset, names, data_dir, allow_unverified)
-    if pack if pack is not None else any(dev.startswith("cuda") for _, dev in specs):
-        from repeval.packed import pack_groups, train_packed
-
-        device_of = {s.run_id: dev for s, dev in specs}
-        for group in pack_groups([s for s, _ in specs if s.budget and not s.external]):
-            if len(group) > 1:
-                train_packed(group, ds, device_of[group[0].run_id], workdir, snapshots=snapshots)
     rows = []
-    with Store.in_workdir(workdir) as store:
-        for spec, dev in specs:  # a family without the --latent choice uses its default
-            common = dict(dataset=ds, device=dev, store=store, latent=_latent_for(spec, latent), overrides=overrides)
-            rows += pipeline.run_one(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
-            if along_training and spec.budget and not spec.external:
-                rows += pipeline.run_along_training(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
+    with claim:
+        ds = _load_dataset(dataset, names, data_dir, allow_unverified)
+        if pack if pack is not None else any(dev.startswith("cuda") for _, dev in specs):
+            from repeval.packed import pack_groups, train_packed
+
+            device_of = {s.run_id: dev for s, dev in specs}
+            every = {} if checkpoint_every is None else {"checkpoint_every_s": checkpoint_every}
+            for group in pack_groups([s for s, _ in specs if s.budget and not s.external]):
+                if len(group) > 1:
+                    train_packed(group, ds, device_of[group[0].run_id], workdir, snapshots=snapshots, **every)
+        with (contextlib.nullcontext() if no_store else Store.in_workdir(workdir)) as store:
+            for spec, dev in specs:  # a family without the --latent choice uses its default
+                common = dict(dataset=ds, device=dev, store=store, latent=_latent_for(spec, latent),
+                              overrides=overrides, checkpoint_every_s=checkpoint_every)
+                rows += pipeline.run_one(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
+                if along_training and spec.budget and not spec.external:
+                    rows += pipeline.run_along_training(spec, task_list, workdir=workdir, snapshots=snapshots,
+                                                        **common)
     if as_json:
         click.echo(format_results(rows, "json"))
     else:
         click.echo(format_results(summarise(rows), "summary"))
+
+
+def _claim_job(run_id: str, specs, workdir: Path):
+    """``repeval run --job RUN_ID``: the one spec must be RUN_ID; claim its run directory."""
+    from repeval.checkpoint import run_dir
+    from repeval.sweep import claims
+
+    if len(specs) != 1:
+        raise UserError(f"--job {run_id} takes exactly one --encoder and one --seed (got {len(specs)} runs).")
+    spec = specs[0][0]
+    if spec.run_id != run_id:
+        raise UserError(f"--job {run_id}: these options make run {spec.run_id}, not {run_id}. The repeval (or its "
+                        "plugins) on this host differs from the sweep driver's; install the same version here.")
+    # a retry may start while the attempt it replaces is still saving its checkpoint: wait a little
+    claim = claims.acquire(run_dir(workdir, spec), log=lambda message: click.echo(message, err=True),
+                           wait_s=claims.JOB_WAIT_S)
+    claim.start_heartbeat()
+    return claim
 
 
 # ------------------------------------------------------------------------------ extract
@@ -688,4 +738,143 @@ def check(baseline, write_baseline, workdir, data_dir, allow_unverified):
     result = chk.compare(chk.load_baseline(baseline), rows)
     click.echo(chk.format_check(result))
     if not result.ok:
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------------------ sweep
+def _axis_assignments(items: tuple[str, ...], what: str) -> dict[str, list[Any]]:
+    """KEY=VALUE items grouped by key: a key given several times is an axis of the sweep."""
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        for key, value in _parse_assignments((item,), what).items():
+            out.setdefault(key, []).append(value)
+    return out
+
+
+@main.command()
+@click.option("--encoder", "encoder_names", multiple=True,
+              help="Family (repeatable; all: every registered one, all-learned: every trained family).")
+@click.option("--dataset", "dataset_names", multiple=True, help="Dataset (repeatable; default mnist).")
+@click.option("--latent-dim", "latent_dims", type=int, multiple=True,
+              help="Latent size (repeatable; default: each family's for the dataset).")
+@click.option("--seed", "seeds", type=int, multiple=True, help="Seed (repeatable; default 0).")
+@click.option("--budget", "budgets", type=int, multiple=True,
+              help="Training images (repeatable; default 2^24 on a GPU, 2^14 on a CPU).")
+@click.option("--task", "tasks", multiple=True, help="Probe every run gets (repeatable, or all).")
+@click.option("--latent", "latents", multiple=True, help="Latent tensor (repeatable; default: each family's).")
+@click.option("--set", "settings", multiple=True, metavar="TASK.KEY=VALUE",
+              help="Probe setting; a key given several times is an axis (e.g. --set kmeans.restarts=20 "
+                   "--set kmeans.restarts=1000).")
+@click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE",
+              help="Family hyper-parameter, applied to the families that have it; a key given several times "
+                   "is an axis.")
+@click.option("--grid", "grid_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A TOML grid: a value or list per key (encoder, dataset, latent_dim, seed, budget, latent, task, "
+                   "[hparam], [set]) plus [[cell]] blocks of extra cells (README, 'Sweeps').")
+@click.option("--preset", "preset_names", multiple=True,
+              help="The paper's grid by name: paper-table1, paper-table2, paper-table3 or paper (docs/protocol.md "
+                   "§10); options given beside it replace its values.")
+@click.option("--launcher", default="local", show_default=True,
+              help="Where jobs run: local (this machine), slurm (submitit), ray.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu or cuda: what every job computes on (local: auto finds the GPUs here).")
+@click.option("--jobs", type=int, default=None,
+              help="Jobs at once: local CPU workers (default 1; on GPUs one per GPU), the SLURM array "
+                   "parallelism, or the CPUs of a local Ray (jobs x CPUs per job).")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads per job (default: cores / jobs locally, CPUs per job on a cluster).")
+@click.option("--jobs-per-gpu", type=int, default=None, help="local: jobs sharing each visible GPU (default 1).")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Attempts after a failure (a retried job resumes from its last checkpoint).")
+@checkpoint_option
+@click.option("--gpus-per-job", type=int, default=None,
+              help="slurm, ray: GPUs per job (default 1 with --device cuda, else 0).")
+@click.option("--cpus-per-job", type=int, default=None, help="slurm, ray: CPUs per job (default: --threads or 1).")
+@click.option("--mem-gb", type=float, default=None, help="slurm: memory per job in GB.")
+@click.option("--partition", default=None, help="slurm: the partition.")
+@click.option("--timeout-min", type=click.IntRange(min=1), default=24 * 60, show_default=True,
+              help="slurm: time limit per job in minutes (a job that reaches it checkpoints and is requeued).")
+@click.option("--array-parallelism", type=int, default=64, show_default=True,
+              help="slurm: jobs of the array running at once (--jobs overrides it).")
+@click.option("--slurm-param", "slurm_params", multiple=True, metavar="KEY=VALUE",
+              help="slurm: any other submitit SLURM parameter, e.g. --slurm-param account=proj "
+                   "--slurm-param qos=high.")
+@click.option("--slurm-executor", type=click.Choice(("slurm", "local")), default="slurm", show_default=True,
+              help="slurm: submit to SLURM, or run the same path through submitit's local executor here.")
+@click.option("--ray-address", default=None, help="ray: address of a running cluster (default: a local Ray).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (each run's state and the totals) and stop.")
+@common_options
+def sweep(encoder_names, dataset_names, latent_dims, seeds, budgets, tasks, latents, settings, hparams, grid_file,
+          preset_names, launcher, device, jobs, threads, jobs_per_gpu, retries, checkpoint_every, gpus_per_job,
+          cpus_per_job, mem_gb, partition, timeout_min, array_parallelism, slurm_params, slurm_executor, ray_address,
+          dry_run, workdir, data_dir, allow_unverified):
+    """Run a grid of runs as independent jobs, here, on SLURM or on Ray; resumable.
+
+    The grid is the product of the repeatable options (each is `repeval run`'s), a TOML file
+    (--grid) or a preset of the paper (--preset). Each run is one job, exactly `repeval run`
+    of one spec, that writes only its run directory (scores.json beside the checkpoint); this
+    command alone writes repeval.db. It prints the plan first (done / incomplete / to run /
+    claimed elsewhere), then one progress line; a job's log is job.log in its run directory.
+    Run it again after a crash or Ctrl-C: done runs are skipped, the others resume.
+
+    \b
+    Examples:
+      repeval sweep --encoder all-learned --dataset mnist --latent-dim 32 --seed 0 --seed 1 \\
+          --seed 2 --budget 65536 --task linear --task kmeans --task knn --jobs 2
+      repeval sweep --preset paper --dry-run
+      repeval sweep --preset paper --launcher slurm --gpus-per-job 1 --partition gpu
+      repeval sweep --grid grid.toml --launcher ray --ray-address head:6379 --gpus-per-job 1
+    """
+    import sys as _sys
+
+    from repeval.sweep import driver, presets
+    from repeval.sweep.grid import Group, load_grid_file
+    from repeval.sweep.registry import LaunchOptions
+
+    base: list[Group] = []
+    for name in preset_names:
+        base += presets.PRESETS.get(name).build()
+    if grid_file is not None:
+        base += load_grid_file(grid_file)
+    given = Group(axes={k: list(v) for k, v in {"encoder": encoder_names, "dataset": dataset_names,
+                                                "latent_dim": latent_dims, "seed": seeds, "budget": budgets,
+                                                "latent": latents}.items() if v},
+                  tasks=list(tasks), hparams=_axis_assignments(hparams, "--hparam"),
+                  settings=_axis_assignments(settings, "--set"))
+    groups = [g.override(given) for g in base] if base else [given]
+    options = LaunchOptions(
+        workdir=workdir, sweep_dir=workdir, device=device, jobs=jobs, threads=threads, jobs_per_gpu=jobs_per_gpu,
+        retries=retries, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb, partition=partition,
+        timeout_min=timeout_min, array_parallelism=array_parallelism,
+        slurm_params=_parse_assignments(slurm_params, "--slurm-param"), slurm_executor=slurm_executor,
+        ray_address=ray_address)
+    request = driver.SweepRequest(groups=groups, launcher=launcher, options=options, data_dir=data_dir,
+                                  allow_unverified=allow_unverified,
+                                  checkpoint_every=checkpoint_every,
+                                  dry_run=dry_run)
+    code = driver.run_sweep(request)
+    if code:
+        _sys.exit(code)
+
+
+# ------------------------------------------------------------------------------ collect
+@main.command()
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@common_options
+def collect(folders, workdir, data_dir, allow_unverified):
+    """Index run directories' scores.json into the workdir's repeval.db.
+
+    FOLDERS (default: the workdir) may be workdirs, folders of run directories (e.g. copied
+    back from a cluster) or single run directories. Each run and its scores are upserted
+    with the store's keys and the timestamps in scores.json, so collecting twice changes
+    nothing; a deleted repeval.db is rebuilt completely, a damaged one is moved aside and
+    rebuilt. Exits 1 if a run directory could not be read.
+    """
+    from repeval.sweep.collect import collect as collect_dirs
+
+    result = collect_dirs(workdir, list(folders) or None, log=lambda m: click.echo(m, err=True))
+    click.echo(f"collected {result.runs} run(s), {result.scores} score(s) into {Path(workdir) / 'repeval.db'}")
+    for line in result.skipped:
+        click.echo(f"skipped: {line}", err=True)
+    if result.skipped:
         sys.exit(1)

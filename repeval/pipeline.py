@@ -1,7 +1,10 @@
 """``repeval run``: train (or reuse) → extract → probe → store, for one spec at a time.
 
 Scores are stored as soon as each task finishes, so an interrupted multi-task run keeps
-what it computed.
+what it computed: first into the run directory's ``scores.json`` (the durable record,
+:mod:`repeval.scorefile`), then into ``repeval.db`` (an index that ``repeval collect`` can
+rebuild from those files). Without a store (``repeval run --no-store``, sweep workers) only
+the file is written.
 """
 
 from __future__ import annotations
@@ -65,12 +68,16 @@ ONLINE_SETTINGS = {
 def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
             latent: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
             progress: bool = True, log: Callable[[str], Any] | None = None,
-            snapshots: Iterable[int] | None = ()) -> list[dict[str, Any]]:
+            snapshots: Iterable[int] | None = (), checkpoint_every_s: float | None = None) -> list[dict[str, Any]]:
     """Train or reuse ``spec`` (writing ``snapshots`` as :class:`repeval.train.Trainer` does),
-    probe it with ``tasks``, store and return the score rows."""
+    probe it with ``tasks``, store and return the score rows.
+
+    ``store`` may be ``None``: the scores then go only into the run directory's
+    ``scores.json``. ``checkpoint_every_s`` is the trainer's checkpoint interval (default
+    :data:`repeval.train.CHECKPOINT_EVERY_S`)."""
     from repeval import extract as ex
     from repeval.previews import write_previews
-    from repeval.probes import TASKS, resolve_settings
+    from repeval.probes import TASKS
     from repeval.store import Score
     from repeval.train import train
 
@@ -78,16 +85,16 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
         return run_outside(spec, tasks, dataset=dataset, device=device, workdir=workdir, store=store,
                            overrides=overrides, log=log)
 
-    checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log, snapshots=snapshots)
-    store.record_run(spec.run_id, spec.to_dict(), checkpoint.provenance, str(checkpoint.path))
+    every = {} if checkpoint_every_s is None else {"checkpoint_every_s": checkpoint_every_s}
+    checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log, snapshots=snapshots, **every)
+    record = _Record(store, spec, checkpoint)
     model = checkpoint.load_model(device)
     latent = model.check_latent(latent)
     write_previews(checkpoint.path, model, dataset, latent, device)
     latents = None
     for task_name in tasks:
         task = TASKS[task_name]
-        task_overrides = {**_seeded(task, spec.seed), **(overrides or {}).get(task_name, {})}
-        settings = resolve_settings(task_name, device, task_overrides)
+        settings = task_settings(task_name, spec.seed, device, (overrides or {}).get(task_name))
         t0 = time.perf_counter()
         if task.needs_model:
             result = task.run(model, dataset, settings, device, latent)
@@ -96,15 +103,54 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
                 latents = ex.extract(checkpoint, dataset, latent, device, model=model)
             result = task.run(latents, settings, device)
         wall = time.perf_counter() - t0
+        at = record.now()
         scores = [Score(task=task_name, metric=m, value=float(v), latent=latent, settings=asdict(settings),
-                        details=result.details, wall_time_s=wall) for m, v in result.scores.items()]
+                        details=result.details, wall_time_s=wall, created_at=at) for m, v in result.scores.items()]
         if task_name == "linear" and model.learned:
             online = online_score(checkpoint.history)
             if online is not None:
                 scores.append(Score(task="linear", metric="accuracy_online", value=online[0], latent=latent,
-                                    settings=ONLINE_SETTINGS, details=online[1]))
-        store.add_scores(spec.run_id, scores)
-    return store.scores(run_id=spec.run_id, latent=latent, task=tasks)
+                                    settings=ONLINE_SETTINGS, details=online[1], created_at=at))
+        record.add(scores)
+    return record.rows(latent=latent, task=tasks)
+
+
+class _Record:
+    """Where a run's scores go: ``scores.json`` in its run directory first (the durable
+    record), then the store when there is one (``None`` for sweep workers), with the same
+    timestamps, so that ``repeval collect`` rebuilds exactly what the store holds."""
+
+    def __init__(self, store, spec: RunSpec, checkpoint) -> None:
+        from repeval import scorefile
+
+        self.store, self.spec, self.path, self.scorefile = store, spec, checkpoint.path, scorefile
+        at = scorefile.now()
+        self.record = scorefile.record_run(checkpoint.path, spec.run_id, spec.to_dict(), checkpoint.provenance,
+                                           str(checkpoint.path), at=at)
+        if store is not None:
+            store.record_run(spec.run_id, spec.to_dict(), checkpoint.provenance, str(checkpoint.path),
+                             created_at=self.record["created_at"], updated_at=at)
+
+    def now(self) -> str:
+        return self.scorefile.now()
+
+    def add(self, scores: list) -> None:
+        self.record = self.scorefile.add_scores(self.path, [asdict(s) for s in scores])
+        if self.store is not None:
+            self.store.add_scores(self.spec.run_id, scores)
+
+    def rows(self, **filters: Any) -> list[dict[str, Any]]:
+        if self.store is None:
+            return self.scorefile.store_rows(self.record, **filters)
+        return self.store.scores(run_id=self.spec.run_id, **filters)
+
+
+def task_settings(task_name: str, seed: int, device: str, overrides: dict[str, Any] | None = None):
+    """The settings :func:`run_one` probes ``task_name`` with for a run of ``seed`` on
+    ``device``: the task's defaults, its seed from the run's, then ``overrides``."""
+    from repeval.probes import TASKS, resolve_settings
+
+    return resolve_settings(task_name, device, {**_seeded(TASKS[task_name], seed), **(overrides or {})})
 
 
 def run_along_training(spec: RunSpec, tasks: list[str], *, workdir: Path, snapshots: Iterable[int] | None = (),
@@ -142,12 +188,12 @@ def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdi
     module without ``decode``)."""
     from repeval.external import prepare
     from repeval.previews import write_previews
-    from repeval.probes import TASKS, resolve_settings
+    from repeval.probes import TASKS
     from repeval.store import Score
 
     say = log or (lambda message: print(message, file=sys.stderr, flush=True))
     outside = prepare(spec, dataset, device, workdir)
-    store.record_run(spec.run_id, spec.to_dict(), outside.checkpoint.provenance, str(outside.checkpoint.path))
+    record = _Record(store, spec, outside.checkpoint)
     if outside.no_decoder is None:
         write_previews(outside.checkpoint.path, outside.model, dataset, outside.latent, device)
     else:
@@ -157,18 +203,18 @@ def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdi
         if task.needs_model and outside.no_decoder is not None:
             say(f"{spec.encoder}: task {task_name!r} decodes latents and {outside.no_decoder}; skipped.")
             continue
-        task_overrides = {**_seeded(task, spec.seed), **(overrides or {}).get(task_name, {})}
-        settings = resolve_settings(task_name, device, task_overrides)
+        settings = task_settings(task_name, spec.seed, device, (overrides or {}).get(task_name))
         t0 = time.perf_counter()
         if task.needs_model:
             result = task.run(outside.model, dataset, settings, device, outside.latent)
         else:
             result = task.run(outside.latents, settings, device)
         wall = time.perf_counter() - t0
-        store.add_scores(spec.run_id, [Score(task=task_name, metric=m, value=float(v), latent=outside.latent,
-                                             settings=asdict(settings), details=result.details, wall_time_s=wall)
-                                       for m, v in result.scores.items()])
-    return store.scores(run_id=spec.run_id, latent=outside.latent, task=tasks)
+        at = record.now()
+        record.add([Score(task=task_name, metric=m, value=float(v), latent=outside.latent, settings=asdict(settings),
+                          details=result.details, wall_time_s=wall, created_at=at)
+                    for m, v in result.scores.items()])
+    return record.rows(latent=outside.latent, task=tasks)
 
 
 def _seeded(task, seed: int) -> dict[str, Any]:

@@ -114,6 +114,7 @@ class Score:
     settings: dict[str, Any]
     details: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    created_at: str | None = None  # when it was computed (default: when it is added)
 
 
 def _now() -> str:
@@ -208,15 +209,19 @@ class Store:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def record_run(self, run_id: str, spec: dict[str, Any], provenance: dict[str, Any],
-                   checkpoint: str | None) -> None:
+                   checkpoint: str | None, *, created_at: str | None = None,
+                   updated_at: str | None = None) -> None:
         """Insert or update a run; ``spec`` must hold encoder, dataset, latent_dim, seed, budget.
 
-        On update, ``created_at`` is kept and everything else is replaced.
+        On update, ``created_at`` is kept and everything else is replaced. The timestamps
+        default to now; ``repeval collect`` passes the ones a run directory's ``scores.json``
+        holds, so that indexing the same files again changes nothing.
         """
         missing = [key for key in SPEC_COLUMNS if key not in spec]
         if missing:
             raise ValueError(f"run {run_id!r}: spec lacks {', '.join(missing)}")
-        now = _now()
+        now = updated_at or _now()
+        created = created_at or now
         with self._write() as conn:
             conn.execute(
                 """INSERT INTO runs (run_id, encoder, dataset, latent_dim, seed, budget, spec,
@@ -229,7 +234,7 @@ class Store:
                        checkpoint = excluded.checkpoint, updated_at = excluded.updated_at""",
                 (run_id, spec["encoder"], spec["dataset"], int(spec["latent_dim"]), int(spec["seed"]),
                  int(spec["budget"]), canonical_json(spec), canonical_json(provenance), checkpoint,
-                 now, now))
+                 created, now))
 
     def add_scores(self, run_id: str, scores: Sequence[Score]) -> None:
         """Add (or replace, per score key) the scores of a recorded run, in one transaction."""
@@ -249,7 +254,7 @@ class Store:
                        wall_time_s = excluded.wall_time_s, created_at = excluded.created_at""",
                 [(run_id, dataset, encoder, s.latent, latent_dim, seed, budget, s.task, s.metric,
                   None if math.isnan(s.value) else float(s.value), canonical_json(s.settings),
-                  canonical_json(s.details), float(s.wall_time_s), now) for s in scores])
+                  canonical_json(s.details), float(s.wall_time_s), s.created_at or now) for s in scores])
 
     def _select(self, table: str, columns: Sequence[str], order: Sequence[str],
                 filters: dict[str, FilterValue]) -> list[dict[str, Any]]:
