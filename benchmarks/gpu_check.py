@@ -43,8 +43,12 @@ e. packed training (``repeval.packed``)
    - ``packed_throughput`` — aggregate images/s of 1, 2, 4, 8 and 16 packed seeds of ACAI and
      the baseline (target: 8 ACAI seeds at least 6x one run).
 
-``--profile packed`` (the default) runs extract_equivalence, acai_throughput, cast_once and
-the packed parts, under 6 minutes on an H200; ``--profile full`` runs every part.
+   - ``grid_projection`` — the paper's grid (sweep preset ``paper``, 3 seeds) projected from
+     measured packed rates: every family at MNIST-256, ACAI at each data shape (target: under
+     4 device-hours).
+
+``--profile packed`` (the default) runs acai_throughput, cast_once and the packed parts,
+under 6 minutes on an H200; ``--profile full`` runs every part.
 
 ``--small`` (implied by ``--device cpu``) shrinks every size so the script's code paths
 can be exercised on a CPU; parts that need CUDA say ``skipped``.
@@ -84,7 +88,7 @@ TARGET_KMEANS_S = 30.0
 
 # Which parts each profile runs (None: all). "packed" fits the 6 minutes a lent GPU can give it.
 PROFILES: dict[str, set[str] | None] = {
-    "packed": {"extract_equivalence", "acai_throughput", "cast_once", "packed_correctness", "packed_throughput"},
+    "packed": {"acai_throughput", "cast_once", "packed_correctness", "packed_throughput", "grid_projection"},
     "full": None,
 }
 
@@ -271,20 +275,22 @@ def trainer_rate(c: Check, family: str, short: int, long: int, tag: str, **kwarg
     return 64 * (long - short) / max(t_long - t_short, 1e-9), t_long, ckpt
 
 
-def packed_rate(c: Check, family: str, members: int, short: int, long: int, tag: str,
+def packed_rate(c: Check, family: str, members: int, short: int, long: int, tag: str, spec=None, dataset=None,
                 **kwargs) -> tuple[float, float, list]:
     """Aggregate images/s of ``members`` seeds of ``family`` trained as one pack
-    (``repeval.packed.PackedTrainer``), measured as :func:`trainer_rate` measures one run."""
+    (``repeval.packed.PackedTrainer``), measured as :func:`trainer_rate` measures one run;
+    ``spec`` and ``dataset`` default to MNIST at latent 256."""
     from dataclasses import replace
 
     from repeval.packed import PackedTrainer
 
-    specs = [replace(c.spec(family), seed=s) for s in range(members)]
+    specs = [replace(spec or c.spec(family), seed=s) for s in range(members)]
+    dataset = dataset or c.dataset
 
     def timed(steps: int, workdir: Path) -> tuple[float, list]:
         sync(c.device)
         start = time.perf_counter()
-        ckpts = PackedTrainer(specs, c.dataset, c.device, workdir, progress=False,
+        ckpts = PackedTrainer(specs, dataset, c.device, workdir, progress=False,
                               log=lambda m: print(f"    [{family} x{members}] {m}", flush=True),
                               **kwargs).run(max_steps=steps)
         sync(c.device)
@@ -347,6 +353,50 @@ def packed_correctness(c: Check) -> dict[str, Any]:
         out[family] = fam
     out["pass"] = all(out[f]["pass"] for f in ("baseline", "acai"))
     return out
+
+
+def grid_projection(c: Check) -> dict[str, Any]:
+    """The paper's grid (``repeval sweep --preset paper``: every family, MNIST 32/256, SVHN
+    32/256, CIFAR-10 256/1024, lines; 3 seeds; 2^24 images), projected from measured packed
+    rates (3 seeds per pack): every family at MNIST-256, and ACAI at each of the grid's data
+    shapes, a family's rate at a shape taken as its MNIST-256 rate times ACAI's ratio there.
+    Target: under 4 device-hours."""
+    from repeval.data.base import make_dataset
+    from repeval.specs import make_spec
+    from repeval.sweep.grid import cells
+    from repeval.sweep.jobs import build_jobs
+    from repeval.sweep.presets import PRESETS
+
+    jobs = [j for j in build_jobs(cells(PRESETS.get("paper").build()), "cuda") if j.learned]
+    shapes = sorted({(j.spec["dataset"], j.spec["latent_dim"]) for j in jobs})
+    families = sorted(dict.fromkeys(j.spec["encoder"] for j in jobs), key=lambda f: f != "acai")  # acai first
+    members, (short, long) = 3, ((2, 4) if c.small else (50, 350))
+    out = c.partial
+    out.update({"members_per_pack": members, "runs": len(jobs), "shapes": [list(s) for s in shapes]})
+    base = out.setdefault("family_rates_mnist_256", {})
+    for family in (families[:1] if c.small else families):  # a dry run times ACAI alone
+        base[family] = round(packed_rate(c, family, members, short, long, "grid")[0], 1)
+    rng = np.random.default_rng(0)
+    ratio = out.setdefault("acai_shape_ratio", {"mnist-256": 1.0})
+    reference = base["acai"]
+    others = [s for s in shapes if s != ("mnist", 256)]
+    for dataset, dim in ([s for s in others if s[0] == "mnist"][:1] if c.small else others):  # dry run: the cheapest
+        channels = 3 if dataset in ("svhn", "svhn-extra", "cifar10") else 1
+        x = rng.integers(0, 256, (2048, channels, 32, 32), dtype=np.uint8)
+        synthetic = make_dataset(dataset, x, rng.integers(0, 10, 2048), x[:512], rng.integers(0, 10, 512),
+                                 num_classes=10, info={"source": "synthetic, for timing"})
+        spec = make_spec("acai", dataset, latent_dim=dim, budget=PAPER_IMAGES, seed=0)
+        rate = packed_rate(c, "acai", members, short, long, f"grid-{dataset}-{dim}", spec=spec, dataset=synthetic)[0]
+        ratio[f"{dataset}-{dim}"] = round(rate / reference, 3)
+    seconds = 0.0
+    for j in jobs:
+        rate = base.get(j.spec["encoder"], base.get("acai", reference)) * ratio.get(
+            f"{j.spec['dataset']}-{j.spec['latent_dim']}", 1.0)
+        seconds += j.spec["budget"] / rate  # aggregate rate of a pack of 3 runs: each run's share is 1/3 of it
+    out["projected_device_hours"] = round(seconds / 3600, 2)
+    out["target_hours"] = 4
+    out["pass"] = None if c.small else seconds / 3600 <= 4
+    return dict(out)
 
 
 def test_mse(c: Check, ckpt) -> float:
@@ -639,6 +689,9 @@ def key_figures(name: str, r: dict[str, Any]) -> str:
     if name == "packed_throughput":
         return "; ".join(f"{f}: " + ", ".join(f"x{m} {v['images_per_s']:,.0f} img/s ({v['x_single']}x)"
                                              for m, v in r[f].items()) for f in ("acai", "baseline") if f in r)
+    if name == "grid_projection":
+        return (f"{r['runs']} runs of the paper grid: {r['projected_device_hours']} device-hours projected "
+                f"(target {r['target_hours']} h) from packs of {r['members_per_pack']}")
     if name == "packed_correctness":
         return "; ".join(f"{f}: test MSE rel diff " + ", ".join(f"{v['rel_diff']:.1%}" for k, v in r[f].items()
                                                                 if k.startswith("seed_")) for f in ("baseline", "acai"))
@@ -676,7 +729,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              ("trainer_families", trainer_families, 150), ("extract_throughput", extract_throughput, 40),
              ("kmeans_1000", kmeans_1000, 90), ("knn", knn_check, 40), ("cli_run", cli_run, 120),
              ("kmeans_backends", kmeans_backends, 60), ("sweep_concurrency", sweep_concurrency, 200),
-             ("packed_correctness", packed_correctness, 90), ("packed_throughput", packed_throughput, 240)]
+             ("packed_correctness", packed_correctness, 60), ("packed_throughput", packed_throughput, 150),
+             ("grid_projection", grid_projection, 110)]
     only = set(args.only.split(",")) if args.only else PROFILES[args.profile]
     for name, fn, box in parts:
         if only is None or name in only:

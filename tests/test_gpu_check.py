@@ -21,10 +21,11 @@ def test_the_packed_profile_dry_runs_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gpu_check_dry_run", module)
     spec.loader.exec_module(module)
     results = module.main(["--device", "cpu", "--dataset", "digits", "--out", str(tmp_path), "--deadline", "400",
-                           "--only", "packed_correctness,packed_throughput"])
+                           "--only", "packed_correctness,packed_throughput,grid_projection"])
     parts = results["parts"]
-    assert {name: part["status"] for name, part in parts.items()} == {"packed_correctness": "ok",
-                                                                        "packed_throughput": "ok"}
+    assert {name: part["status"] for name, part in parts.items()} == {
+        "packed_correctness": "ok", "packed_throughput": "ok", "grid_projection": "ok"}
+    assert parts["grid_projection"]["runs"] == 147 and parts["grid_projection"]["projected_device_hours"] > 0
     assert parts["packed_throughput"]["acai"]["2"]["images_per_s"] > 0
     assert set(parts["packed_correctness"]["baseline"]) >= {"seed_0", "seed_1", "pass"}
     written = json.loads((tmp_path / "gpu_check.json").read_text())
