@@ -299,11 +299,16 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
 @click.option("--latent", default=None,
               help="Which tensor is the latent, e.g. mean or sample for vae (default: the family's).")
 @click.option("--set", "settings", multiple=True, metavar="TASK.KEY=VALUE",
-              help="Override a probe setting, e.g. --set kmeans.restarts=1000 (repeatable).")
+              help="Override a probe setting, e.g. --set kmeans.restarts=1000 (repeatable); "
+                   "TASK.probe_seeds=N sets one task's probe seeds.")
+@click.option("--probe-seeds", type=int, default=1, show_default=True,
+              help="Run each stochastic probe (k-means, label_efficiency: those with a seed) N times on the "
+                   "cached latents of every trained model, with N probe seeds derived from the run's seed, no "
+                   "retraining; stored as separate rows, averaged per model before the mean over --seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored score rows as JSON.")
 @common_options
-def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings, as_json,
-        workdir, data_dir, allow_unverified):
+def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings,
+        probe_seeds, as_json, workdir, data_dir, allow_unverified):
     """Train (or reuse), extract latents, probe them and store the scores.
 
     \b
@@ -331,6 +336,7 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
             raise UserError(f"--set {key}=... must name one of this run's tasks ({', '.join(task_list)}) "
                             "as TASK.KEY, e.g. --set kmeans.restarts=1000.")
         overrides.setdefault(task, {})[name] = value
+    per_task_probe_seeds = _probe_seeds(probe_seeds, overrides)
     if latent is not None and not any(latent in encoders.get(n).latents for n in names):
         choices = "; ".join(f"{n}: {', '.join(encoders.get(n).latents)}" for n in names)
         raise UserError(f"No chosen encoder has a latent {latent!r} ({choices}).")
@@ -342,11 +348,29 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
         for spec, dev in specs:  # a family without the --latent choice uses its default
             family_latent = latent if latent in encoders.get(spec.encoder).latents else None
             rows += pipeline.run_one(spec, task_list, dataset=ds, device=dev, workdir=workdir, store=store,
-                                     latent=family_latent, overrides=overrides)
+                                     latent=family_latent, overrides=overrides, probe_seeds=per_task_probe_seeds)
     if as_json:
         click.echo(format_results(rows, "json"))
     else:
         click.echo(format_results(summarise(rows), "summary"))
+
+
+def _probe_seeds(default: int, overrides: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Probe seeds per task: ``--probe-seeds``, or a task's ``--set TASK.probe_seeds=N``
+    (taken out of that task's setting overrides)."""
+    from repeval.probes import TASKS
+
+    def checked(value: Any, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{what} must be a whole number of at least 1 (how many probe seeds each stochastic "
+                            f"probe runs with), got {value!r}. Use 1 for a single run per trained model.")
+        return value
+
+    counts = {name: checked(default, "--probe-seeds") for name in TASKS}
+    for task, values in overrides.items():
+        if "probe_seeds" in values:
+            counts[task] = checked(values.pop("probe_seeds"), f"--set {task}.probe_seeds")
+    return counts
 
 
 # ------------------------------------------------------------------------------ extract

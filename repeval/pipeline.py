@@ -60,12 +60,21 @@ ONLINE_SETTINGS = {
 
 def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
             latent: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-            progress: bool = True, log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
-    """Train or reuse ``spec``, probe it with ``tasks``, store and return the score rows."""
+            progress: bool = True, log: Callable[[str], Any] | None = None,
+            probe_seeds: int | dict[str, int] = 1) -> list[dict[str, Any]]:
+    """Train or reuse ``spec``, probe it with ``tasks``, store and return the score rows.
+
+    ``probe_seeds`` (a count, or one per task name): how often each stochastic task (one
+    whose settings have a ``seed``) runs on the cached latents, with seeds
+    :func:`repeval.summary.probe_seed` of the run's seed (or of the task's ``seed``
+    override); each run is stored as its own rows, its index in ``details["probe_seed"]``.
+    """
     from repeval import extract as ex
+    from repeval.maps import write_map
     from repeval.previews import write_previews
     from repeval.probes import TASKS, resolve_settings
     from repeval.store import Score
+    from repeval.summary import probe_seed
     from repeval.train import train
 
     checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log)
@@ -76,27 +85,40 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
     latents = None
     for task_name in tasks:
         task = TASKS[task_name]
-        task_overrides = {**_seeded(task, spec.seed), **(overrides or {}).get(task_name, {})}
-        settings = resolve_settings(task_name, device, task_overrides)
-        t0 = time.perf_counter()
-        if task.needs_model:
-            result = task.run(model, dataset, settings, device, latent)
-        else:
-            if latents is None:
-                latents = ex.extract(checkpoint, dataset, latent, device, model=model)
-            result = task.run(latents, settings, device)
-        wall = time.perf_counter() - t0
-        scores = [Score(task=task_name, metric=m, value=float(v), latent=latent, settings=asdict(settings),
-                        details=result.details, wall_time_s=wall) for m, v in result.scores.items()]
-        if task_name == "linear" and model.learned:
-            online = online_score(checkpoint.history)
-            if online is not None:
-                scores.append(Score(task="linear", metric="accuracy_online", value=online[0], latent=latent,
-                                    settings=ONLINE_SETTINGS, details=online[1]))
-        store.add_scores(spec.run_id, scores)
+        seeded = _has_seed(task)
+        count = probe_seeds.get(task_name, 1) if isinstance(probe_seeds, dict) else probe_seeds
+        if count < 1:
+            raise UserError(f"{task_name}: probe seeds must be at least 1, got {count}.")
+        given = (overrides or {}).get(task_name, {})
+        for index in range(count if seeded else 1):
+            task_overrides = dict(given)
+            if seeded:
+                base = int(given["seed"]) if "seed" in given else spec.seed
+                task_overrides["seed"] = probe_seed(base, index)
+            settings = resolve_settings(task_name, device, task_overrides)
+            t0 = time.perf_counter()
+            if task.needs_model:
+                result = task.run(model, dataset, settings, device, latent)
+            else:
+                if latents is None:
+                    latents = ex.extract(checkpoint, dataset, latent, device, model=model)
+                    write_map(checkpoint.path, latents, latent)
+                result = task.run(latents, settings, device)
+            wall = time.perf_counter() - t0
+            marker = {"probe_seed": index} if seeded else {}
+            scores = [Score(task=task_name, metric=m, value=float(v), latent=latent, settings=asdict(settings),
+                            details={**result.details, **result.metric_details.get(m, {}), **marker},
+                            wall_time_s=wall) for m, v in result.scores.items()]
+            if task_name == "linear" and model.learned:
+                online = online_score(checkpoint.history)
+                if online is not None:
+                    scores.append(Score(task="linear", metric="accuracy_online", value=online[0], latent=latent,
+                                        settings=ONLINE_SETTINGS, details=online[1]))
+            store.add_scores(spec.run_id, scores)
     return store.scores(run_id=spec.run_id, latent=latent, task=tasks)
 
 
-def _seeded(task, seed: int) -> dict[str, Any]:
-    """Probes with a seed take the run's seed, so seeds spread probes as well as training."""
-    return {"seed": seed} if any(f.name == "seed" for f in fields(task.settings)) else {}
+def _has_seed(task) -> bool:
+    """Probes with a seed take the run's seed (or probe seeds derived from it), so training
+    seeds spread the probes as well as training."""
+    return any(f.name == "seed" for f in fields(task.settings))
