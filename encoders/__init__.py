@@ -10,8 +10,10 @@ then the reference encoders ``pixels pca``. Outside families register with
 
 from __future__ import annotations
 
-# registration order = the paper's order: keep these unsorted
-from encoders import aae, acai, baseline, denoising, dropout, reference, vae, vqvae  # noqa: F401, I001
+# registration order = the paper's order: keep these unsorted (isort off, or ruff sorts them)
+# isort: off
+from encoders import baseline, dropout, denoising, vae, aae, vqvae, acai, reference  # noqa: F401
+# isort: on
 from encoders.base import Arch, Autoencoder, Step  # noqa: F401  (public API)
 from encoders.factory import build_model  # noqa: F401  (public API)
 from encoders.registry import REGISTRY, get, register  # noqa: F401  (public API)

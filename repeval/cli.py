@@ -422,6 +422,42 @@ def results(fmt, dataset, encoder, task, workdir, data_dir, allow_unverified):
     click.echo(format_results(rows, fmt))
 
 
+# ------------------------------------------------------------------------------ compare
+@main.command("compare")
+@click.option("--encoder", "encoder_names", multiple=True, required=True,
+              help="The two encoders, A then B (give --encoder twice); differences are B - A.")
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("--task", default=None, help="Only this task (`repeval tasks` lists them).")
+@click.option("--metric", default=None, help="Only this metric (e.g. accuracy).")
+@common_options
+def compare_cmd(encoder_names, dataset, task, metric, workdir, data_dir, allow_unverified):
+    """Paired differences B - A of two encoders' stored scores.
+
+    Per dataset, latent size, task and metric: B - A paired over the training seeds both
+    have (mean, 95% interval and p of a paired t-test, n seeds); with one shared seed,
+    accuracies are compared on the same test examples (McNemar's test and a paired
+    bootstrap interval). Probe seeds are averaged within each model first.
+
+    \b
+    Example:
+      repeval compare --encoder baseline --encoder acai --dataset digits
+    """
+    from repeval.compare import compare, format_comparison
+    from repeval.store import Store
+
+    if len(encoder_names) != 2:
+        raise UserError(f"compare takes exactly two encoders (--encoder A --encoder B), got {len(encoder_names)}: "
+                        f"{', '.join(encoder_names)}.")
+    with Store.in_workdir(workdir) as store:
+        rows = store.scores()
+    if not rows:
+        raise UserError(f"No scores stored in {workdir}. Run e.g. `repeval run --encoder baseline --encoder acai "
+                        "--task all --dataset digits --seed 0 --seed 1 --seed 2` first.")
+    a, b = encoder_names
+    lines = compare(rows, a, b, dataset=dataset, task=task, metric=metric)
+    click.echo(format_comparison(lines, a, b))
+
+
 # ------------------------------------------------------------------------------ report
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -64,11 +64,13 @@ def test_run_trains_probes_stores_and_reuses(cli, tmp_path):
             "--budget", "256", "--set", "kmeans.restarts=2", "--json")
     rows = json.loads(cli(*args).stdout)
     got = {(r["encoder"], r["task"], r["metric"]) for r in rows}
+    curve = [("label_efficiency", f"{probe}@{size}") for probe in ("linear", "knn")
+             for size in (1, 4, 16, 64, 256, "all")]
     assert got == {("baseline", t, m) for t, m in [("linear", "accuracy"), ("linear", "accuracy_online"),
                                                     ("kmeans", "accuracy"), ("kmeans", "nmi"), ("kmeans", "ari"),
-                                                    ("knn", "accuracy")]} | \
+                                                    ("knn", "accuracy"), *curve]} | \
                   {("pixels", t, m) for t, m in [("linear", "accuracy"), ("kmeans", "accuracy"), ("kmeans", "nmi"),
-                                                  ("kmeans", "ari"), ("knn", "accuracy")]}
+                                                  ("kmeans", "ari"), ("knn", "accuracy"), *curve]}
     assert all(0.0 <= r["value"] <= 1.0 for r in rows if r["metric"] != "ari")
     kmeans = next(r for r in rows if r["task"] == "kmeans" and r["encoder"] == "baseline")
     assert kmeans["settings"]["restarts"] == 2 and kmeans["budget"] == 256 and kmeans["latent_dim"] == 256
@@ -86,9 +88,10 @@ def test_several_seeds_show_mean_and_std(cli):
     out = cli("run", "--encoder", "pca", "--task", "knn", "--dataset", "digits", "--latent-dim", "16",
               "--seed", "0", "--seed", "1").output
     line = next(row for row in out.splitlines() if row.startswith("digits") and "knn" in row)
-    # dataset encoder latent latent_dim budget task metric mean std n settings: one row for both seeds
-    dataset, encoder, latent, dim, budget, task, metric, mean, std, n, settings = line.split()
+    # dataset encoder latent latent_dim budget task metric mean std ci95 n settings: one row for both seeds
+    dataset, encoder, latent, dim, budget, task, metric, mean, std, ci, kind, n, settings = line.split()
     assert (encoder, dim, task, n) == ("pca", "16", "knn", "2") and std == "0.0000"
+    assert ci == f"{mean}-{mean}" and kind == "t"  # a 95 % t interval over the seeds: no spread here
 
 
 def test_train_prints_checkpoint_last_and_extract_writes_npz(cli, tmp_path):

@@ -28,7 +28,8 @@ from repeval.probes import interpolation, kmeans, knn, label_efficiency, linear
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
 from repeval.probes.registry import TASKS, get_task, metric_facts, register, resolve_settings
 
-for _task in (linear.TASK, kmeans.TASK, knn.TASK, label_efficiency.TASK, interpolation.TASK):  # the report's column order
+# the report's column order
+for _task in (linear.TASK, kmeans.TASK, knn.TASK, label_efficiency.TASK, interpolation.TASK):
     register(_task)
 
 __all__ = ["Latents", "Metric", "Result", "Task", "Tolerance", "TASKS", "get_task", "metric_facts", "register",

@@ -63,14 +63,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from repeval.devices import is_cuda
 from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
 from repeval.probes.metrics import clustering_scores, hungarian_mapping
 
 if TYPE_CHECKING:  # annotations only: the functions import these when they run
     import faiss
-    import torch
 
 PAPER_RESTARTS = 1000
 PAPER_MAX_ITER = 1000

@@ -3,11 +3,9 @@
 import faiss
 import numpy as np
 import pytest
-import torch
-
-from repeval.probes import Latents
 from sklearn.cluster import KMeans
 
+from repeval.probes import Latents
 from repeval.probes.kmeans import (
     KMeansSettings,
     batched_lloyd,
