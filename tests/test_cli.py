@@ -149,3 +149,25 @@ def test_compute_commands_tune_glibcs_allocator_unless_told_not_to(monkeypatch):
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     monkeypatch.setenv("REPEVAL_MALLOC_TUNING", "0")
     assert _tune_allocator() is False
+
+
+def test_probe_seeds_rerun_stochastic_probes_on_the_cached_latents(cli, tmp_path):
+    args = ("run", "--encoder", "pca", "--task", "kmeans", "--task", "knn", "--dataset", "digits", "--latent-dim",
+            "8", "--seed", "3", "--probe-seeds", "3", "--set", "kmeans.restarts=4", "--json")
+    rows = json.loads(cli(*args).stdout)
+    kmeans = [r for r in rows if r["task"] == "kmeans" and r["metric"] == "accuracy"]
+    assert sorted((r["settings"]["seed"], r["details"]["probe_seed"]) for r in kmeans) == [
+        (3, 0), (10_003, 1), (20_003, 2)]
+    assert len({r["run_id"] for r in rows}) == 1  # one model, its latents probed three times
+    assert len([r for r in rows if r["task"] == "knn"]) == 1  # kNN has no seed: it runs once
+    out = cli(*args[:-1]).output
+    line = next(x for x in out.splitlines() if " kmeans " in x and " accuracy " in x)
+    assert line.split()[-2] == "1"  # n = one trained model (three probe seeds averaged inside it)
+    run_dir = next((tmp_path / "work" / "checkpoints").iterdir())
+    assert (run_dir / "map-components.npz").is_file()  # the t-SNE map, written once per run
+    out = cli("run", "--encoder", "pca", "--task", "kmeans", "--dataset", "digits", "--probe-seeds", "0",
+              expect=2).output
+    assert "--probe-seeds must be a whole number of at least 1" in out and "Traceback" not in out
+    out = cli("run", "--encoder", "pca", "--task", "kmeans", "--dataset", "digits", "--set",
+              "kmeans.probe_seeds=-1", expect=2).output
+    assert "--set kmeans.probe_seeds must be a whole number of at least 1" in out
