@@ -78,6 +78,7 @@ CHUNK_ELEMENTS = 1 << 22  # points × (restarts·k) distances held at once on th
 CUDA_CHUNK_ELEMENTS = 1 << 26
 POOL_LABEL_BYTES = 1 << 28  # labels of the restarts held at once (points × restarts, 1-4 bytes each)
 CHANGE_BATCH = 1 << 12  # changed (point, restart) pairs applied to the sums at a time
+DENSE_MOVES_BELOW = 4  # a chunk's moves go through one product once at least 1/4 of its pairs moved
 COMPACT_BELOW = 0.75  # drop finished restarts' columns once fewer than this share are active
 BACKENDS = ("torch", "faiss")
 
@@ -292,7 +293,7 @@ def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, de
         if inertia < best["inertia"] or (inertia == best["inertia"] and r < best["restart"]):
             best = {"inertia": inertia, "restart": r, "centroids": c.cpu().numpy().copy()}
 
-    shifts = torch.zeros(width, **f64)
+    shifts = torch.zeros(width, dtype=torch.float64)  # on the CPU, like the other per-slot flags
 
     def _within(slot: int) -> bool:
         return bool(shifts[slot] <= tol)
@@ -339,8 +340,8 @@ def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, de
                 old = lab[point, slot].long()
                 lab[point, slot] = new.to(label_dtype)
                 changed_count += torch.bincount(slot, minlength=w)
-                _apply_moves(xt, x_sq, start + point, slot * k + old, slot * k + new, delta, moved_into,
-                             moved_from, sq_delta)
+                _apply_moves(xt[start:stop], x_sq[start:stop], point, slot * k + old, slot * k + new, delta,
+                             moved_into, moved_from, sq_delta, matmul, pairs=(stop - start) * w)
                 stats["changed_pairs"] += int(pairs.shape[0])
             sums += delta.view(w, k, dim).double()
             counts += (moved_into - moved_from).view(w, k).double()
@@ -359,16 +360,16 @@ def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, de
             update = going & ~strict
             if bool(update.any()):
                 idx = torch.nonzero(update).flatten()
+                on_dev = idx.to(dev)
                 relocated[idx] = False
-                empty = counts[idx] == 0
-                if bool(empty.any()):
-                    for i in torch.nonzero(empty.any(1)).flatten().tolist():
-                        relocations += _relocate(xt, x_sq, int(idx[i]), centers, labels, sums, counts, sq, k)
-                        relocated[idx[i]] = True
-                new_centers = torch.where(counts[idx, :, None] > 0, sums[idx] / counts[idx, :, None].clamp_min(1),
-                                          centers[idx])
-                shifts[idx] = ((new_centers - centers[idx]) ** 2).sum((1, 2))
-                centers[idx] = new_centers
+                empty = (counts[on_dev] == 0).any(1).cpu()
+                for i in torch.nonzero(empty).flatten().tolist():
+                    relocations += _relocate(xt, x_sq, int(idx[i]), centers, labels, sums, counts, sq, k)
+                    relocated[idx[i]] = True
+                held = counts[on_dev, :, None]
+                new_centers = torch.where(held > 0, sums[on_dev] / held.clamp_min(1), centers[on_dev])
+                shifts[idx] = ((new_centers - centers[on_dev]) ** 2).sum((1, 2)).cpu()
+                centers[on_dev] = new_centers
                 finishing[idx] = (shifts[idx] <= tol) | (n_iter[idx] >= max_iter)
             # ---- refill the slots of finished restarts; drop their columns when few remain
             for slot in torch.nonzero(done_final | strict).flatten().tolist():
@@ -413,22 +414,35 @@ def _add_assignments(x_chunk, sq_chunk, labels, slots, k, matmul, delta, moved_i
     sq_delta += torch.bincount(flat, weights=sq_chunk.repeat_interleave(f), minlength=sq_delta.shape[0])
 
 
-def _apply_moves(xt, x_sq, point, frm, to, delta, moved_into, moved_from, sq_delta) -> None:
-    """Move points from flat cluster rows ``frm`` to ``to`` (``slot·k + cluster``) in this
-    step's float32 change of the sums (and in the moved counts and squared norms)."""
+def _apply_moves(x_chunk, sq_chunk, point, frm, to, delta, moved_into, moved_from, sq_delta, matmul, *,
+                 pairs: int) -> None:
+    """Move the chunk's points ``point`` from flat cluster rows ``frm`` to ``to`` (``slot·k +
+    cluster``) in this step's float32 change of the sums (and in the moved counts and squared
+    norms). Many moves (an early step): one product of the ±1 move matrix with the chunk's
+    points; few: the moved rows added and subtracted, in destination order (cache-friendly)."""
     import torch
 
-    for b in range(0, point.shape[0], CHANGE_BATCH):
-        p, f, t = point[b:b + CHANGE_BATCH], frm[b:b + CHANGE_BATCH], to[b:b + CHANGE_BATCH]
-        rows = (torch.from_numpy(np.take(xt.numpy(), p.numpy(), axis=0)) if xt.device.type == "cpu"
-                else xt.index_select(0, p))  # numpy's row gather is the faster one on the CPU
-        delta.index_add_(0, t, rows)
-        delta.index_add_(0, f, rows, alpha=-1)
-        moved_into += torch.bincount(t, minlength=moved_into.shape[0])
-        moved_from += torch.bincount(f, minlength=moved_from.shape[0])
-        norms = x_sq[p]
-        sq_delta.index_add_(0, t, norms)
-        sq_delta.index_add_(0, f, norms, alpha=-1)
+    moved_into += torch.bincount(to, minlength=moved_into.shape[0])
+    moved_from += torch.bincount(frm, minlength=moved_from.shape[0])
+    norms = sq_chunk[point]
+    sq_delta.index_add_(0, to, norms)
+    sq_delta.index_add_(0, frm, norms, alpha=-1)
+    if point.shape[0] * DENSE_MOVES_BELOW > pairs:
+        moves = torch.zeros(delta.shape[0], x_chunk.shape[0], device=x_chunk.device)
+        ones = torch.ones(point.shape[0], device=x_chunk.device)
+        moves.index_put_((to, point), ones, accumulate=True)
+        moves.index_put_((frm, point), -ones, accumulate=True)
+        delta += matmul.mm(moves, x_chunk, torch.empty_like(delta))
+        return
+    cpu = x_chunk.device.type == "cpu"
+    for target, alpha in ((to, 1), (frm, -1)):
+        target, order = torch.sort(target)
+        source = point[order]
+        for b in range(0, source.shape[0], CHANGE_BATCH):
+            p = source[b:b + CHANGE_BATCH]
+            rows = (torch.from_numpy(np.take(x_chunk.numpy(), p.numpy(), axis=0)) if cpu
+                    else x_chunk.index_select(0, p))
+            delta.index_add_(0, target[b:b + CHANGE_BATCH], rows, alpha=alpha)
 
 
 def _relocate(xt, x_sq, slot, centers, labels, sums, counts, sq, k) -> int:
