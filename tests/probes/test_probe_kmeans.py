@@ -170,3 +170,17 @@ def test_initial_centroids_are_distinct_and_seeded():
     assert a.shape == (6, 4) and all(len(set(row)) == 4 for row in a)
     assert np.array_equal(a, initial_indices(10, 4, restarts=6, seed=0))
     assert not np.array_equal(a, initial_indices(10, 4, restarts=6, seed=1))
+
+
+def test_dense_and_sparse_updates_agree(monkeypatch):
+    from repeval.probes import kmeans as km
+
+    x = overlapping(500, seed=6)
+    init = initial_indices(len(x), 10, restarts=5, seed=1)
+    results = []
+    for share in (10 ** 9, 1):  # every chunk's moves through the ±1 product; none
+        monkeypatch.setattr(km, "DENSE_MOVES_BELOW", share)
+        results.append(batched_lloyd(x, init, 1000, tolerance(x, 1e-4), "cpu"))
+    dense, sparse = results
+    np.testing.assert_array_equal(dense.n_iter, sparse.n_iter)
+    np.testing.assert_allclose(dense.inertia, sparse.inertia, rtol=1e-6)
