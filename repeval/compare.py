@@ -167,7 +167,17 @@ def compare(rows: list[dict[str, Any]], encoder_a: str, encoder_b: str, *, datas
         raise UserError(f"{encoder_a} and {encoder_b} have no score in common (same dataset, task, metric, probe "
                         f"settings and latent size). {encoder_a} has: {', '.join(common[0]) or 'none'}; "
                         f"{encoder_b} has: {', '.join(common[1]) or 'none'}.")
-    return sorted(lines, key=lambda x: (x.dataset, x.a.latent_dim, x.task, x.metric, x.settings))
+    return sorted(lines, key=lambda x: (x.dataset, x.a.latent_dim, *_declared_order(x.task, x.metric), x.settings))
+
+
+def _declared_order(task: str, metric: str) -> tuple[int, int, str, str]:
+    """Tasks in registration order, metrics in declaration order; undeclared ones after, by name."""
+    from repeval.probes import TASKS
+
+    if task in TASKS:
+        names = [m.name for m in TASKS.get(task).metrics]
+        return (TASKS.index(task), names.index(metric) if metric in names else len(names), "", metric)
+    return (len(TASKS), 0, task, metric)
 
 
 def _num(value: float, signed: bool = False) -> str:

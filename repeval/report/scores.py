@@ -223,8 +223,11 @@ class ScoreTable:
 
     @property
     def notes(self) -> list[tuple[str, str]]:
-        """(column title, note) of every column with a declared note: shown under the table."""
-        return [(c.title, c.view.note) for c in self.columns if c.view.note]
+        """(column title, note) of every column with a declared note, except those a
+        near-chance explanation already quotes: shown under the table."""
+        quoted = {col for col in range(len(self.columns))
+                  if any(r.cells[col] is not None and r.cells[col].chance for r in self.rows)}
+        return [(c.title, c.view.note) for i, c in enumerate(self.columns) if c.view.note and i not in quoted]
 
     @property
     def chance_notes(self) -> list[str]:
