@@ -9,6 +9,11 @@ Baseline file (JSON, written by :func:`write_baseline`, committed by users)::
                "value": 0.9438, "settings": {...}, "tolerance": {"abs": 0.01}}, ...]}
 
 A row is identified by (dataset, encoder, latent, latent_dim, budget, seed, task, metric).
+``n`` and ``spread`` (optional, written by :func:`write_baseline`) describe the row's group
+when the baseline was written: how many stored values the group had (training seeds ×
+probe seeds, :func:`repeval.summary.group_key`) and their population standard deviation,
+so a reviewer sees how the tolerance compares with the score's own noise. They are shown in
+the check's table and never change a verdict.
 ``settings`` (optional) narrows the match to the stored score with exactly those probe
 settings, for stores that hold the same probe under several settings (e.g. a kNN sweep
 over k); :func:`write_baseline` always writes it. ``value`` may be ``null`` for NaN.
@@ -91,6 +96,8 @@ class BaselineRow:
     value: float
     settings: dict[str, Any] | None = None
     tolerance: Tolerance | None = None
+    n: int | None = None
+    spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,8 @@ class Comparison:
     baseline: float | None = None
     current: float | None = None
     allowed: float | None = None
+    n: int | None = None  # the baseline group's values and their spread (std), when recorded
+    spread: float | None = None
 
     @property
     def delta(self) -> float | None:
@@ -202,10 +211,16 @@ def _parse_row(path: Path, index: int, raw: Any) -> BaselineRow:
     if settings is not None and not isinstance(settings, dict):
         raise _fail(path, f"{where}.settings must be an object, got {json.dumps(settings)}")
     tolerance = raw.get("tolerance")
+    n, spread = raw.get("n"), raw.get("spread")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise _fail(path, f"{where}.n must be a positive integer (the values behind the row), got {json.dumps(n)}")
+    if spread is not None and (not _number(spread) or not math.isfinite(spread) or spread < 0):
+        raise _fail(path, f"{where}.spread must be a non-negative number (their std), got {json.dumps(spread)}")
     return BaselineRow(key=RowKey(*(raw[name] for name in RowKey._fields)),
                        value=math.nan if value is None else float(value), settings=settings,
                        tolerance=None if tolerance is None else _parse_tolerance(path, f"{where}.tolerance",
-                                                                                 tolerance))
+                                                                                 tolerance),
+                       n=n, spread=None if spread is None else float(spread))
 
 
 def _describe(key: RowKey, settings: dict[str, Any] | None = None) -> str:
@@ -298,16 +313,35 @@ def write_baseline(rows: list[dict[str, Any]], path: Path,
     if tolerances is None:
         tolerances = _declared_tolerances(rows)
     ordered = sorted(by_identity.items(), key=lambda item: item[0])
+    noise = _group_noise(rows)
     # One tolerance and one row per line, so that a refreshed baseline diffs row by row in review.
     tolerance_lines = [f"{json.dumps(m)}: {json.dumps({'abs': t.abs, 'rel': t.rel})}"
                        for m, t in sorted(tolerances.items())]
     row_lines = [json.dumps({**key._asdict(), "value": json_safe(float(group[0]["value"])),
-                             "settings": group[0]["settings"]}, allow_nan=False)
+                             "settings": group[0]["settings"], **noise[id(group[0])]}, allow_nan=False)
                  for (key, _), group in ordered]
     atomic_write_text(path, f'{{\n  "format": "{FORMAT}",\n  "version": {VERSION},\n'
                             f'  "tolerances": {_block(tolerance_lines, "{", "}")},\n'
                             f'  "rows": {_block(row_lines, "[", "]")}\n}}\n')
     return len(ordered)
+
+
+def _group_noise(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per row (by ``id``): ``n``, the values of its :func:`repeval.summary.group_key` group
+    (training seeds × probe seeds), and ``spread``, their population std (``null`` with a NaN)."""
+    from repeval.summary import group_key
+
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(group_key(row), []).append(row)
+    out: dict[int, dict[str, Any]] = {}
+    for members in groups.values():
+        values = [float(m["value"]) for m in members]
+        mean = sum(values) / len(values)
+        spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        for m in members:
+            out[id(m)] = {"n": len(values), "spread": json_safe(round(spread, 6) if math.isfinite(spread) else spread)}
+    return out
 
 
 def _declared_tolerances(rows: list[dict[str, Any]]) -> dict[str, Tolerance]:
@@ -363,14 +397,15 @@ def compare(baseline: Baseline, rows: list[dict[str, Any]]) -> CheckResult:
                             f"{_describe(entry.key, entry.settings)} ({found}). Add the intended "
                             "\"settings\" to that baseline row, or check a workdir with one run per key.")
         allowed = baseline.tolerance(entry).allowed(entry.value)
+        noise = {"n": entry.n, "spread": entry.spread}
         if not candidates:
-            comparisons.append(Comparison(entry.key, "missing", baseline=entry.value, allowed=allowed))
+            comparisons.append(Comparison(entry.key, "missing", baseline=entry.value, allowed=allowed, **noise))
             continue
         match = candidates[0]
         used.add(id(match))
         current = float(match["value"])
         comparisons.append(Comparison(entry.key, _verdict(entry.key, entry.value, current, allowed),
-                                      baseline=entry.value, current=current, allowed=allowed))
+                                      baseline=entry.value, current=current, allowed=allowed, **noise))
     comparisons += [Comparison(row_key(r), "extra", current=float(r["value"])) for r in rows if id(r) not in used]
     comparisons.sort(key=lambda c: (STATUS_ORDER.index(c.status), c.key))
     return CheckResult(comparisons)
@@ -387,11 +422,14 @@ def _plural(n: int, word: str, plural: str) -> str:
 
 
 def format_check(result: CheckResult) -> str:
-    """A fixed-width table of every comparison, then a one-line summary."""
-    headers = ("status", *RowKey._fields, "baseline", "current", "delta", "allowed")
-    numeric = {"latent_dim", "budget", "seed", "baseline", "current", "delta", "allowed"}
+    """A fixed-width table of every comparison, then a one-line summary. ``n`` and ``spread``
+    are the baseline group's values and their std when the baseline was written (``-`` for
+    a baseline that predates them)."""
+    headers = ("status", *RowKey._fields, "baseline", "current", "delta", "allowed", "n", "spread")
+    numeric = {"latent_dim", "budget", "seed", "baseline", "current", "delta", "allowed", "n", "spread"}
     cells = [(c.status, *(str(v) for v in c.key), _number_text(c.baseline), _number_text(c.current),
-              _number_text(c.delta, signed=True), _number_text(c.allowed)) for c in result.comparisons]
+              _number_text(c.delta, signed=True), _number_text(c.allowed), "-" if c.n is None else str(c.n),
+              _number_text(c.spread)) for c in result.comparisons]
     summary = ", ".join([
         _plural(len(result.regressions), "regression", "regressions"),
         f"{len(result.missing)} missing",

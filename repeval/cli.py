@@ -533,7 +533,12 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
 @click.option("--latent", default=None,
               help="Which tensor is the latent, e.g. mean or sample for vae (default: the family's).")
 @click.option("--set", "settings", multiple=True, metavar="TASK.KEY=VALUE",
-              help="Override a probe setting, e.g. --set kmeans.restarts=1000 (repeatable).")
+              help="Override a probe setting, e.g. --set kmeans.restarts=1000 (repeatable); "
+                   "TASK.probe_seeds=N sets one task's probe seeds.")
+@click.option("--probe-seeds", type=int, default=1, show_default=True,
+              help="Run each stochastic probe (k-means, label_efficiency: those with a seed) N times on the "
+                   "cached latents of every trained model, with N probe seeds derived from the run's seed, no "
+                   "retraining; stored as separate rows, averaged per model before the mean over --seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored score rows as JSON.")
 @snapshot_options
 @click.option("--pack/--no-pack", default=None,
@@ -550,9 +555,9 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
               help="Run as a sweep job: one encoder and seed whose run id must be RUN_ID; claims the run "
                    "directory, implies --no-store, stops when its parent process dies.")
 @common_options
-def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings, as_json,
-        snapshot_list, no_snapshots, pack, along_training, checkpoint_every, no_store, job_run_id, workdir, data_dir,
-        allow_unverified):
+def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings,
+        probe_seeds, as_json, snapshot_list, no_snapshots, pack, along_training, checkpoint_every, no_store,
+        job_run_id, workdir, data_dir, allow_unverified):
     """Train (or reuse), extract latents, probe them and store the scores.
 
     Scores go into the run directory's scores.json and into repeval.db.
@@ -595,6 +600,7 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
             raise UserError(f"--set {key}=... must name one of this run's tasks ({', '.join(task_list)}) "
                             "as TASK.KEY, e.g. --set kmeans.restarts=1000.")
         overrides.setdefault(task, {})[name] = value
+    per_task_probe_seeds = _probe_seeds(probe_seeds, overrides)
     if latent is not None and not any(latent in encoders.get(n).latents for n in names):
         choices = "; ".join(f"{n}: {', '.join(encoders.get(n).latents)}" for n in names)
         raise UserError(f"No chosen encoder has a latent {latent!r} ({choices}).")
@@ -621,7 +627,8 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
         with (contextlib.nullcontext() if no_store else Store.in_workdir(workdir)) as store:
             for spec, dev in specs:  # a family without the --latent choice uses its default
                 common = dict(dataset=ds, device=dev, store=store, latent=_latent_for(spec, latent),
-                              overrides=overrides, checkpoint_every_s=checkpoint_every)
+                              overrides=overrides, checkpoint_every_s=checkpoint_every,
+                              probe_seeds=per_task_probe_seeds)
                 rows += pipeline.run_one(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
                 if along_training and spec.budget and not spec.external:
                     rows += pipeline.run_along_training(spec, task_list, workdir=workdir, snapshots=snapshots,
@@ -648,6 +655,24 @@ def _claim_job(run_id: str, specs, workdir: Path):
                            wait_s=claims.JOB_WAIT_S)
     claim.start_heartbeat()
     return claim
+
+
+def _probe_seeds(default: int, overrides: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Probe seeds per task: ``--probe-seeds``, or a task's ``--set TASK.probe_seeds=N``
+    (taken out of that task's setting overrides)."""
+    from repeval.probes import TASKS
+
+    def checked(value: Any, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{what} must be a whole number of at least 1 (how many probe seeds each stochastic "
+                            f"probe runs with), got {value!r}. Use 1 for a single run per trained model.")
+        return value
+
+    counts = {name: checked(default, "--probe-seeds") for name in TASKS}
+    for task, values in overrides.items():
+        if "probe_seeds" in values:
+            counts[task] = checked(values.pop("probe_seeds"), f"--set {task}.probe_seeds")
+    return counts
 
 
 # ------------------------------------------------------------------------------ extract
@@ -699,6 +724,42 @@ def results(fmt, dataset, encoder, task, workdir, data_dir, allow_unverified):
         click.echo(f"No scores in {workdir}. Run e.g. `repeval run --encoder acai --task kmeans` first.")
         return
     click.echo(format_results(rows, fmt))
+
+
+# ------------------------------------------------------------------------------ compare
+@main.command("compare")
+@click.option("--encoder", "encoder_names", multiple=True, required=True,
+              help="The two encoders, A then B (give --encoder twice); differences are B - A.")
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("--task", default=None, help="Only this task (`repeval tasks` lists them).")
+@click.option("--metric", default=None, help="Only this metric (e.g. accuracy).")
+@common_options
+def compare_cmd(encoder_names, dataset, task, metric, workdir, data_dir, allow_unverified):
+    """Paired differences B - A of two encoders' stored scores.
+
+    Per dataset, latent size, task and metric: B - A paired over the training seeds both
+    have (mean, 95% interval and p of a paired t-test, n seeds); with one shared seed,
+    accuracies are compared on the same test examples (McNemar's test and a paired
+    bootstrap interval). Probe seeds are averaged within each model first.
+
+    \b
+    Example:
+      repeval compare --encoder baseline --encoder acai --dataset digits
+    """
+    from repeval.compare import compare, format_comparison
+    from repeval.store import Store
+
+    if len(encoder_names) != 2:
+        raise UserError(f"compare takes exactly two encoders (--encoder A --encoder B), got {len(encoder_names)}: "
+                        f"{', '.join(encoder_names)}.")
+    with Store.in_workdir(workdir) as store:
+        rows = store.scores()
+    if not rows:
+        raise UserError(f"No scores stored in {workdir}. Run e.g. `repeval run --encoder baseline --encoder acai "
+                        "--task all --dataset digits --seed 0 --seed 1 --seed 2` first.")
+    a, b = encoder_names
+    lines = compare(rows, a, b, dataset=dataset, task=task, metric=metric)
+    click.echo(format_comparison(lines, a, b))
 
 
 # ------------------------------------------------------------------------------ report

@@ -68,14 +68,21 @@ ONLINE_SETTINGS = {
 def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
             latent: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
             progress: bool = True, log: Callable[[str], Any] | None = None,
-            snapshots: Iterable[int] | None = (), checkpoint_every_s: float | None = None) -> list[dict[str, Any]]:
+            snapshots: Iterable[int] | None = (), checkpoint_every_s: float | None = None,
+            probe_seeds: int | dict[str, int] = 1) -> list[dict[str, Any]]:
     """Train or reuse ``spec`` (writing ``snapshots`` as :class:`repeval.train.Trainer` does),
     probe it with ``tasks``, store and return the score rows.
 
     ``store`` may be ``None``: the scores then go only into the run directory's
     ``scores.json``. ``checkpoint_every_s`` is the trainer's checkpoint interval (default
-    :data:`repeval.train.CHECKPOINT_EVERY_S`)."""
+    :data:`repeval.train.CHECKPOINT_EVERY_S`). ``probe_seeds`` (a count, or one per task
+    name): how often each stochastic task (one whose settings have a ``seed``) runs on the
+    cached latents, with seeds :func:`repeval.summary.probe_seed` of the run's seed (or of the
+    task's ``seed`` override); each run is stored as its own rows, its index in
+    ``details["probe_seed"]``.
+    """
     from repeval import extract as ex
+    from repeval.maps import write_map
     from repeval.previews import write_previews
     from repeval.probes import TASKS
     from repeval.store import Score
@@ -83,7 +90,7 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
 
     if spec.external:  # latents: or python: (repeval/external.py): nothing to train
         return run_outside(spec, tasks, dataset=dataset, device=device, workdir=workdir, store=store,
-                           overrides=overrides, log=log)
+                           overrides=overrides, log=log, probe_seeds=probe_seeds)
 
     every = {} if checkpoint_every_s is None else {"checkpoint_every_s": checkpoint_every_s}
     checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log, snapshots=snapshots, **every)
@@ -94,25 +101,49 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
     latents = None
     for task_name in tasks:
         task = TASKS[task_name]
-        settings = task_settings(task_name, spec.seed, device, (overrides or {}).get(task_name))
-        t0 = time.perf_counter()
-        if task.needs_model:
-            result = task.run(model, dataset, settings, device, latent)
-        else:
-            if latents is None:
-                latents = ex.extract(checkpoint, dataset, latent, device, model=model)
-            result = task.run(latents, settings, device)
-        wall = time.perf_counter() - t0
-        at = record.now()
-        scores = [Score(task=task_name, metric=m, value=float(v), latent=latent, settings=asdict(settings),
-                        details=result.details, wall_time_s=wall, created_at=at) for m, v in result.scores.items()]
-        if task_name == "linear" and model.learned:
-            online = online_score(checkpoint.history)
-            if online is not None:
-                scores.append(Score(task="linear", metric="accuracy_online", value=online[0], latent=latent,
-                                    settings=ONLINE_SETTINGS, details=online[1], created_at=at))
-        record.add(scores)
+        for index, settings in _probe_settings(task_name, spec.seed, device, overrides, probe_seeds):
+            t0 = time.perf_counter()
+            if task.needs_model:
+                result = task.run(model, dataset, settings, device, latent)
+            else:
+                if latents is None:
+                    latents = ex.extract(checkpoint, dataset, latent, device, model=model)
+                    write_map(checkpoint.path, latents, latent)
+                result = task.run(latents, settings, device)
+            wall = time.perf_counter() - t0
+            at = record.now()
+            scores = _scores(task_name, result, latent, settings, index, wall, at)
+            if task_name == "linear" and model.learned:
+                online = online_score(checkpoint.history)
+                if online is not None:
+                    scores.append(Score(task="linear", metric="accuracy_online", value=online[0], latent=latent,
+                                        settings=ONLINE_SETTINGS, details=online[1], created_at=at))
+            record.add(scores)
     return record.rows(latent=latent, task=tasks)
+
+
+def _probe_settings(task_name: str, seed: int, device: str, overrides: dict[str, dict[str, Any]] | None,
+                    probe_seeds: int | dict[str, int]):
+    """``(index, settings)`` for each probe seed of ``task_name`` (index ``None`` for a task
+    without a seed, which runs once)."""
+    from repeval.probes import TASKS
+
+    count = probe_seeds.get(task_name, 1) if isinstance(probe_seeds, dict) else probe_seeds
+    if count < 1:
+        raise UserError(f"{task_name}: probe seeds must be at least 1, got {count}.")
+    if not _has_seed(TASKS[task_name]):
+        return [(None, task_settings(task_name, seed, device, (overrides or {}).get(task_name)))]
+    return [(index, task_settings(task_name, seed, device, (overrides or {}).get(task_name), index))
+            for index in range(count)]
+
+
+def _scores(task_name: str, result, latent: str, settings, index: int | None, wall: float, at: str) -> list:
+    from repeval.store import Score
+
+    marker = {} if index is None else {"probe_seed": index}
+    return [Score(task=task_name, metric=m, value=float(v), latent=latent, settings=asdict(settings),
+                  details={**result.details, **result.metric_details.get(m, {}), **marker}, wall_time_s=wall,
+                  created_at=at) for m, v in result.scores.items()]
 
 
 class _Record:
@@ -145,12 +176,18 @@ class _Record:
         return self.store.scores(run_id=self.spec.run_id, **filters)
 
 
-def task_settings(task_name: str, seed: int, device: str, overrides: dict[str, Any] | None = None):
-    """The settings :func:`run_one` probes ``task_name`` with for a run of ``seed`` on
-    ``device``: the task's defaults, its seed from the run's, then ``overrides``."""
+def task_settings(task_name: str, seed: int, device: str, overrides: dict[str, Any] | None = None,
+                  index: int = 0):
+    """The settings :func:`run_one` probes ``task_name`` with for probe seed ``index`` of a run
+    of ``seed`` on ``device``: the task's defaults, then ``overrides``, and for a task with a
+    seed :func:`repeval.summary.probe_seed` of the run's seed (or of an overridden ``seed``)."""
     from repeval.probes import TASKS, resolve_settings
+    from repeval.summary import probe_seed
 
-    return resolve_settings(task_name, device, {**_seeded(TASKS[task_name], seed), **(overrides or {})})
+    given = dict(overrides or {})
+    if _has_seed(TASKS[task_name]):
+        given["seed"] = probe_seed(int(given["seed"]) if "seed" in given else seed, index)
+    return resolve_settings(task_name, device, given)
 
 
 def run_along_training(spec: RunSpec, tasks: list[str], *, workdir: Path, snapshots: Iterable[int] | None = (),
@@ -180,7 +217,8 @@ def run_along_training(spec: RunSpec, tasks: list[str], *, workdir: Path, snapsh
 
 def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
                 overrides: dict[str, dict[str, Any]] | None = None,
-                log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+                log: Callable[[str], Any] | None = None,
+                probe_seeds: int | dict[str, int] = 1) -> list[dict[str, Any]]:
     """Probe an encoder from outside repeval (``spec.external``): checked and written as a run
     directory by :func:`repeval.external.prepare` first (a bad input stores nothing), then
     probed and stored like any run. Tasks that decode (``needs_model``) and the previews are
@@ -189,7 +227,6 @@ def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdi
     from repeval.external import prepare
     from repeval.previews import write_previews
     from repeval.probes import TASKS
-    from repeval.store import Score
 
     say = log or (lambda message: print(message, file=sys.stderr, flush=True))
     outside = prepare(spec, dataset, device, workdir)
@@ -203,20 +240,18 @@ def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdi
         if task.needs_model and outside.no_decoder is not None:
             say(f"{spec.encoder}: task {task_name!r} decodes latents and {outside.no_decoder}; skipped.")
             continue
-        settings = task_settings(task_name, spec.seed, device, (overrides or {}).get(task_name))
-        t0 = time.perf_counter()
-        if task.needs_model:
-            result = task.run(outside.model, dataset, settings, device, outside.latent)
-        else:
-            result = task.run(outside.latents, settings, device)
-        wall = time.perf_counter() - t0
-        at = record.now()
-        record.add([Score(task=task_name, metric=m, value=float(v), latent=outside.latent, settings=asdict(settings),
-                          details=result.details, wall_time_s=wall, created_at=at)
-                    for m, v in result.scores.items()])
+        for index, settings in _probe_settings(task_name, spec.seed, device, overrides, probe_seeds):
+            t0 = time.perf_counter()
+            if task.needs_model:
+                result = task.run(outside.model, dataset, settings, device, outside.latent)
+            else:
+                result = task.run(outside.latents, settings, device)
+            wall = time.perf_counter() - t0
+            record.add(_scores(task_name, result, outside.latent, settings, index, wall, record.now()))
     return record.rows(latent=outside.latent, task=tasks)
 
 
-def _seeded(task, seed: int) -> dict[str, Any]:
-    """Probes with a seed take the run's seed, so seeds spread probes as well as training."""
-    return {"seed": seed} if any(f.name == "seed" for f in fields(task.settings)) else {}
+def _has_seed(task) -> bool:
+    """Probes with a seed take the run's seed (or probe seeds derived from it), so training
+    seeds spread the probes as well as training."""
+    return any(f.name == "seed" for f in fields(task.settings))

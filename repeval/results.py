@@ -18,7 +18,7 @@ TABLE_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "seed",
                  "value", "settings")
 # Columns shown by format_results("summary") for summarise() groups.
 SUMMARY_COLUMNS = ("dataset", "encoder", "latent", "latent_dim", "budget", "task", "metric", "mean", "std",
-                   "n", "settings")
+                   "ci95", "n", "settings")
 NUMERIC_COLUMNS = {"latent_dim", "budget", "seed", "value", "mean", "std", "n"}
 SETTINGS_WIDTH = 32
 
@@ -47,12 +47,22 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
                          NUMERIC_COLUMNS)
 
 
+def _interval_text(group: dict[str, Any]) -> str:
+    """A summary group's 95 % interval: ``low-high t`` over training seeds, ``low-high test``
+    over test examples only (one model), ``-`` when there is none."""
+    ci = group.get("ci")
+    if not ci:
+        return "-"
+    return f"{ci['low']:.4f}-{ci['high']:.4f} {'t' if ci['kind'] == 't' else 'test'}"
+
+
 def _format_summary(groups: list[dict[str, Any]]) -> str:
     if not groups:
         return "No scores stored."
     return aligned_table(SUMMARY_COLUMNS, [
-        [str(g[c]) for c in SUMMARY_COLUMNS[:-4]]
-        + [f"{g['mean']:.4f}", f"{g['std']:.4f}" if g["n"] > 1 else "-", str(g["n"]), _abbreviate(g["settings"])]
+        [str(g[c]) for c in SUMMARY_COLUMNS[:-5]]
+        + [f"{g['mean']:.4f}", f"{g['std']:.4f}" if g["n"] > 1 else "-", _interval_text(g), str(g["n"]),
+           _abbreviate(g["settings"])]
         for g in groups], NUMERIC_COLUMNS)
 
 
@@ -86,7 +96,8 @@ def format_results(rows: list[dict[str, Any]], fmt: str) -> str:
       NaN as an empty field.
     * ``json`` — a list of flat objects with every column; NaN as ``null``.
     * ``summary`` — for the groups of :func:`summarise` (not score rows): aligned columns
-      with mean, std over seeds (``-`` for a single seed) and n.
+      with mean, std over seeds (``-`` for a single seed), the 95 % interval (``t``: over
+      training seeds; ``test``: bootstrap over test examples, for one model) and n.
     """
     if fmt not in FORMATTERS:
         raise UserError(f"Unknown results format {fmt!r}; choose one of: {', '.join(FORMATTERS)}.")

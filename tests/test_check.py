@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from repeval.check import (
@@ -144,17 +145,17 @@ def test_settings_pick_the_matching_score_and_ambiguity_is_an_error(tmp_path):
 
 def test_format_check_table_and_summary(tmp_path):
     baseline = load_baseline(write_json(tmp_path / "b.json", [
-        brow("knn", "accuracy", 0.9), brow("kmeans", "accuracy", 0.9), brow("interpolation", "mean_distance", 0.1),
-        brow("kmeans", "nmi", 0.5, seed=1)]))
+        brow("knn", "accuracy", 0.9, n=3, spread=0.02), brow("kmeans", "accuracy", 0.9),
+        brow("interpolation", "mean_distance", 0.1), brow("kmeans", "nmi", 0.5, seed=1)]))
     result = compare(baseline, [srow("knn", "accuracy", 0.8), srow("kmeans", "accuracy", 0.901),
                                 srow("interpolation", "mean_distance", 0.05), srow("linear", "accuracy", 0.7)])
     assert format_check(result).splitlines() == [
-        "status       dataset  encoder  latent  latent_dim  budget  seed  task           metric         baseline  current   delta  allowed",  # noqa: E501 (an expected table line)
-        "regression   mnist    acai     map             32      64     0  knn            accuracy            0.9      0.8    -0.1    0.005",  # noqa: E501 (an expected table line)
-        "missing      mnist    acai     map             32      64     1  kmeans         nmi                 0.5        -       -    0.005",  # noqa: E501 (an expected table line)
-        "improvement  mnist    acai     map             32      64     0  interpolation  mean_distance       0.1     0.05   -0.05    0.005",  # noqa: E501 (an expected table line)
-        "extra        mnist    acai     map             32      64     0  linear         accuracy              -      0.7       -        -",  # noqa: E501 (an expected table line)
-        "unchanged    mnist    acai     map             32      64     0  kmeans         accuracy            0.9    0.901  +0.001    0.005",  # noqa: E501 (an expected table line)
+        "status       dataset  encoder  latent  latent_dim  budget  seed  task           metric         baseline  current   delta  allowed  n  spread",  # noqa: E501 (an expected table line)
+        "regression   mnist    acai     map             32      64     0  knn            accuracy            0.9      0.8    -0.1    0.005  3    0.02",  # noqa: E501 (an expected table line)
+        "missing      mnist    acai     map             32      64     1  kmeans         nmi                 0.5        -       -    0.005  -       -",  # noqa: E501 (an expected table line)
+        "improvement  mnist    acai     map             32      64     0  interpolation  mean_distance       0.1     0.05   -0.05    0.005  -       -",  # noqa: E501 (an expected table line)
+        "extra        mnist    acai     map             32      64     0  linear         accuracy              -      0.7       -        -  -       -",  # noqa: E501 (an expected table line)
+        "unchanged    mnist    acai     map             32      64     0  kmeans         accuracy            0.9    0.901  +0.001    0.005  -       -",  # noqa: E501 (an expected table line)
         "FAIL: 1 regression, 1 missing, 1 improvement, 1 unchanged, 1 extra",
     ]
 
@@ -163,7 +164,7 @@ def test_format_check_summary_when_passing():
     result = CheckResult([Comparison(RowKey("lines", "vae", "mean", 16, 0, 2, "interpolation", "smoothness"),
                                      "unchanged", baseline=math.nan, current=math.nan, allowed=0.01)])
     assert format_check(result).splitlines()[1:] == [
-        "unchanged  lines    vae      mean            16       0     2  interpolation  smoothness       nan      nan    nan     0.01",  # noqa: E501 (an expected table line)
+        "unchanged  lines    vae      mean            16       0     2  interpolation  smoothness       nan      nan    nan     0.01  -       -",  # noqa: E501 (an expected table line)
         "PASS: 0 regressions, 0 missing, 0 improvements, 1 unchanged, 0 extra",
     ]
 
@@ -190,6 +191,27 @@ def test_write_then_load_round_trip(tmp_path):
                                    "smoothness": default_tolerance("interpolation", "smoothness")}
     result = compare(baseline, rows)
     assert result.ok and len(result.unchanged) == 4
+
+
+def test_write_baseline_records_n_and_spread_over_training_and_probe_seeds(tmp_path):
+    def probe(seed, index, value):
+        row = srow("kmeans", "accuracy", value, seed=seed, settings={"seed": seed + 10_000 * index},
+                   run_id=f"r{seed}")
+        row["details"] = {"probe_seed": index}
+        return row
+
+    rows = [probe(0, 0, 0.5), probe(0, 1, 0.7), probe(1, 0, 0.6), probe(1, 1, 0.8),
+            srow("knn", "accuracy", 0.9)]
+    path = tmp_path / "b.json"
+    assert write_baseline(rows, path) == 5
+    doc = json.loads(path.read_text())
+    noise = {(r["task"], r["seed"], r["settings"].get("seed")): (r["n"], r["spread"]) for r in doc["rows"]}
+    spread = round(float(np.std([0.5, 0.7, 0.6, 0.8])), 6)
+    assert noise == {("kmeans", 0, 0): (4, spread), ("kmeans", 0, 10_000): (4, spread),
+                     ("kmeans", 1, 1): (4, spread), ("kmeans", 1, 10_001): (4, spread), ("knn", 0, None): (1, 0.0)}
+    result = compare(load_baseline(path), rows)
+    assert result.ok and {(c.n, c.spread) for c in result.comparisons} == {(4, spread), (1, 0.0)}
+    assert format_check(result).splitlines()[0].split()[-2:] == ["n", "spread"]
 
 
 def test_write_baseline_takes_given_tolerances(tmp_path):
@@ -225,6 +247,10 @@ GOOD = brow("knn", "accuracy", 0.9)
      'rows[0].value must be a number (or null for NaN), got "0.9"'),
     (json.dumps({"format": "repeval-baseline", "version": 1, "rows": [{**GOOD, "value": True}]}),
      "rows[0].value must be a number (or null for NaN), got true"),
+    (json.dumps({"format": "repeval-baseline", "version": 1, "rows": [{**GOOD, "n": 0}]}),
+     "rows[0].n must be a positive integer (the values behind the row), got 0"),
+    (json.dumps({"format": "repeval-baseline", "version": 1, "rows": [{**GOOD, "spread": -1}]}),
+     "rows[0].spread must be a non-negative number (their std), got -1"),
     (json.dumps({"format": "repeval-baseline", "version": 1, "rows": [{**GOOD, "latent_dim": "32"}]}),
      'rows[0].latent_dim must be an integer, got "32"'),
     (json.dumps({"format": "repeval-baseline", "version": 1, "rows": [{**GOOD, "task": 3}]}),

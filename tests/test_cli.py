@@ -65,11 +65,13 @@ def test_run_trains_probes_stores_and_reuses(cli, tmp_path):
             "--budget", "256", "--set", "kmeans.restarts=2", "--json")
     rows = json.loads(cli(*args).stdout)
     got = {(r["encoder"], r["task"], r["metric"]) for r in rows}
+    curve = [("label_efficiency", f"{probe}@{size}") for probe in ("linear", "knn")
+             for size in (1, 4, 16, 64, 256, "all")]
     assert got == {("baseline", t, m) for t, m in [("linear", "accuracy"), ("linear", "accuracy_online"),
                                                     ("kmeans", "accuracy"), ("kmeans", "nmi"), ("kmeans", "ari"),
-                                                    ("knn", "accuracy")]} | \
+                                                    ("knn", "accuracy"), *curve]} | \
                   {("pixels", t, m) for t, m in [("linear", "accuracy"), ("kmeans", "accuracy"), ("kmeans", "nmi"),
-                                                  ("kmeans", "ari"), ("knn", "accuracy")]}
+                                                  ("kmeans", "ari"), ("knn", "accuracy"), *curve]}
     assert all(0.0 <= r["value"] <= 1.0 for r in rows if r["metric"] != "ari")
     kmeans = next(r for r in rows if r["task"] == "kmeans" and r["encoder"] == "baseline")
     assert kmeans["settings"]["restarts"] == 2 and kmeans["budget"] == 256 and kmeans["latent_dim"] == 256
@@ -87,9 +89,10 @@ def test_several_seeds_show_mean_and_std(cli):
     out = cli("run", "--encoder", "pca", "--task", "knn", "--dataset", "digits", "--latent-dim", "16",
               "--seed", "0", "--seed", "1").output
     line = next(row for row in out.splitlines() if row.startswith("digits") and "knn" in row)
-    # dataset encoder latent latent_dim budget task metric mean std n settings: one row for both seeds
-    dataset, encoder, latent, dim, budget, task, metric, mean, std, n, settings = line.split()
+    # dataset encoder latent latent_dim budget task metric mean std ci95 n settings: one row for both seeds
+    dataset, encoder, latent, dim, budget, task, metric, mean, std, ci, kind, n, settings = line.split()
     assert (encoder, dim, task, n) == ("pca", "16", "knn", "2") and std == "0.0000"
+    assert ci == f"{mean}-{mean}" and kind == "t"  # a 95 % t interval over the seeds: no spread here
 
 
 @pytest.mark.slow
@@ -184,3 +187,25 @@ def test_pack_trains_the_seeds_together_into_ordinary_runs(cli, tmp_path):
     for run_id in run_ids:
         manifest = json.loads((tmp_path / "work" / "checkpoints" / run_id / "checkpoint.json").read_text())
         assert manifest["provenance"]["packed_with"] == run_ids
+
+
+def test_probe_seeds_rerun_stochastic_probes_on_the_cached_latents(cli, tmp_path):
+    args = ("run", "--encoder", "pca", "--task", "kmeans", "--task", "knn", "--dataset", "digits", "--latent-dim",
+            "8", "--seed", "3", "--probe-seeds", "3", "--set", "kmeans.restarts=4", "--json")
+    rows = json.loads(cli(*args).stdout)
+    kmeans = [r for r in rows if r["task"] == "kmeans" and r["metric"] == "accuracy"]
+    assert sorted((r["settings"]["seed"], r["details"]["probe_seed"]) for r in kmeans) == [
+        (3, 0), (10_003, 1), (20_003, 2)]
+    assert len({r["run_id"] for r in rows}) == 1  # one model, its latents probed three times
+    assert len([r for r in rows if r["task"] == "knn"]) == 1  # kNN has no seed: it runs once
+    out = cli(*args[:-1]).output
+    line = next(x for x in out.splitlines() if " kmeans " in x and " accuracy " in x)
+    assert line.split()[-2] == "1"  # n = one trained model (three probe seeds averaged inside it)
+    run_dir = next((tmp_path / "work" / "checkpoints").iterdir())
+    assert (run_dir / "map-components.npz").is_file()  # the t-SNE map, written once per run
+    out = cli("run", "--encoder", "pca", "--task", "kmeans", "--dataset", "digits", "--probe-seeds", "0",
+              expect=2).output
+    assert "--probe-seeds must be a whole number of at least 1" in out and "Traceback" not in out
+    out = cli("run", "--encoder", "pca", "--task", "kmeans", "--dataset", "digits", "--set",
+              "kmeans.probe_seeds=-1", expect=2).output
+    assert "--set kmeans.probe_seeds must be a whole number of at least 1" in out

@@ -191,9 +191,9 @@ def test_json_format_is_strict_with_null_for_nan():
 def test_summary_format_shows_mean_std_and_n_over_seeds():
     rows = [{**ROWS[0], "seed": 0, "value": 0.25}, {**ROWS[0], "seed": 1, "value": 0.75}, ROWS[1]]
     assert format_results(summarise(rows), "summary").splitlines() == [
-        "dataset  encoder  latent  latent_dim  budget  task           metric        mean     std  n  settings",
-        "lines    vae      mean            16       0  interpolation  smoothness     nan       -  1  n_pairs=100,n_steps=16,thresh...",  # noqa: E501 (an expected table line)
-        "mnist    acai     map             32   16384  knn            accuracy    0.5000  0.2500  2  k=20,temperature=0.07",  # noqa: E501 (an expected table line)
+        "dataset  encoder  latent  latent_dim  budget  task           metric        mean     std  ci95              n  settings",  # noqa: E501 (an expected table line)
+        "lines    vae      mean            16       0  interpolation  smoothness     nan       -  -                 1  n_pairs=100,n_steps=16,thresh...",  # noqa: E501 (an expected table line)
+        "mnist    acai     map             32   16384  knn            accuracy    0.5000  0.2500  -2.6766-3.6766 t  2  k=20,temperature=0.07",  # noqa: E501 (an expected table line)
     ]
 
 
@@ -218,7 +218,8 @@ def test_summarise_mean_population_std_and_seeds():
     assert (got[2]["encoder"], math.isnan(got[2]["mean"]), math.isnan(got[2]["std"]), got[2]["n"],
             got[2]["seeds"]) == ("vae", True, True, 2, [0, 1])
     assert set(got[0]) == {"dataset", "encoder", "latent", "latent_dim", "budget", "task", "metric",
-                           "settings", "mean", "std", "n", "seeds"}
+                           "settings", "mean", "std", "n", "seeds", "probe_seeds", "probe_std", "ci",
+                           "model_means"}
 
 
 def test_summarise_pools_probe_seeds_that_follow_the_run_seed():

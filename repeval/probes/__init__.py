@@ -7,6 +7,8 @@ task           metrics                      run(...)                    module
 linear         accuracy (+ accuracy_online) (latents, settings, device)  linear
 kmeans         accuracy, nmi, ari           (latents, settings, device)  kmeans
 knn            accuracy (top-5 in details)  (latents, settings, device)  knn
+label_         linear@1 … linear@all,       (latents, settings, device)  label_efficiency
+efficiency     knn@1 … knn@all
 interpolation  mean_distance, smoothness    (model, dataset, settings,   interpolation
                                             device, latent)
 ============== ============================ =========================== ===========
@@ -22,11 +24,12 @@ faiss inside their functions, so reading the declarations (``repeval check``) st
 
 from __future__ import annotations
 
-from repeval.probes import interpolation, kmeans, knn, linear
+from repeval.probes import interpolation, kmeans, knn, label_efficiency, linear
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
 from repeval.probes.registry import TASKS, get_task, metric_facts, register, resolve_settings
 
-for _task in (linear.TASK, kmeans.TASK, knn.TASK, interpolation.TASK):  # the report's column order
+# the report's column order
+for _task in (linear.TASK, kmeans.TASK, knn.TASK, label_efficiency.TASK, interpolation.TASK):
     register(_task)
 
 __all__ = ["Latents", "Metric", "Result", "Task", "Tolerance", "TASKS", "get_task", "metric_facts", "register",

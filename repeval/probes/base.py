@@ -24,11 +24,14 @@ from repeval.latents import Latents  # noqa: F401  (public API: the probes' inpu
 
 @dataclass(frozen=True)
 class Result:
-    """What a probe returns: ``scores`` (metric name -> value, the stored numbers) and
-    ``details`` (auxiliary JSON values: inertia, restarts used, top-5, ...)."""
+    """What a probe returns: ``scores`` (metric name -> value, the stored numbers),
+    ``details`` (auxiliary JSON values: inertia, restarts used, top-5, ...) stored with every
+    metric's score, and ``metric_details`` (metric name -> JSON values stored with that
+    metric's score only, e.g. its per-example correctness as packed bits, ``correct``)."""
 
     scores: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
+    metric_details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class Metric:
     ``tolerance``: the default allowed deviation in ``repeval check`` (a baseline file may
     override it). Display: the report shows ``value·scale`` with ``decimals`` decimals under
     ``heading`` (default: the task's ``label``) and ``label`` plus ``unit``; ``note``
-    explains the number where it appears.
+    explains the number where it appears. ``headline``: the report's pairwise-difference
+    matrix shows this metric (the first headline metric a table has).
     """
 
     name: str
@@ -67,6 +71,7 @@ class Metric:
     decimals: int = 3
     heading: str = ""
     note: str = ""
+    headline: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:

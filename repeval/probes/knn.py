@@ -118,7 +118,10 @@ def ranked_classes(totals: np.ndarray) -> np.ndarray:
 
 
 def run(latents: Latents, settings: KNNSettings, device: str) -> Result:
-    """Test ``accuracy`` (top-1, fraction); details: ``top5``, ``backend``."""
+    """Test ``accuracy`` (top-1, fraction); details: ``top5``, ``backend``; the accuracy's
+    per-example correctness (``correct``, packed bits) goes with it."""
+    from repeval.stats import pack_bits
+
     if settings.k > latents.z_train.shape[0]:
         raise UserError(
             f"knn: k = {settings.k} exceeds the {latents.z_train.shape[0]} train latents in the bank; lower k."
@@ -137,6 +140,7 @@ def run(latents: Latents, settings: KNNSettings, device: str) -> Result:
     return Result(
         scores={"accuracy": float(hits[:, 0].mean())},
         details={"top5": float(hits[:, :5].any(axis=1).mean()), "backend": backend},
+        metric_details={"accuracy": {"correct": pack_bits(hits[:, 0])}},
     )
 
 

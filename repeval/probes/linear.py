@@ -126,8 +126,11 @@ def fit_logistic(z: torch.Tensor, y: torch.Tensor, num_classes: int,
 
 def run(latents: Latents, settings: LinearSettings, device: str) -> Result:
     """Fit on the train latents, report test ``accuracy`` (fraction); details hold the
-    train accuracy and the L-BFGS iterations used."""
+    train accuracy and the L-BFGS iterations used; the accuracy's per-example correctness
+    (``correct``, packed bits) goes with it."""
     import torch
+
+    from repeval.stats import pack_bits
 
     def tensor(a):
         return torch.from_numpy(a).to(device=device, dtype=torch.float64)
@@ -136,9 +139,11 @@ def run(latents: Latents, settings: LinearSettings, device: str) -> Result:
     y_train = torch.from_numpy(latents.y_train).to(device)
     y_test = torch.from_numpy(latents.y_test).to(device)
     weight, bias, iterations = fit_logistic(z_train, y_train, latents.num_classes, settings)
-    test_acc = ((z_test @ weight + bias).argmax(1) == y_test).double().mean().item()
+    correct = (z_test @ weight + bias).argmax(1) == y_test
+    test_acc = correct.double().mean().item()
     train_acc = ((z_train @ weight + bias).argmax(1) == y_train).double().mean().item()
-    return Result(scores={"accuracy": test_acc}, details={"train_accuracy": train_acc, "iterations": iterations})
+    return Result(scores={"accuracy": test_acc}, details={"train_accuracy": train_acc, "iterations": iterations},
+                  metric_details={"accuracy": {"correct": pack_bits(correct.cpu().numpy())}})
 
 
 TASK = Task(

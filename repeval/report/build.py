@@ -3,13 +3,17 @@
 The page (template ``templates/report.html.j2``, jinja2 with autoescape) has six parts:
 
 1. a header: when it was generated, the repeval version, how many runs and scores, the workdir;
-2. one table per dataset × latent dim: encoders × probe metrics, mean ± std over seeds and
-   n, the best learned encoder per column marked, reference encoders at the bottom;
+2. one table per dataset × latent dim: encoders × probe metrics, mean ± std over seeds, a
+   95 % interval and n, the best learned encoder per column marked where it is significantly
+   ahead (tied entries share the mark), reference encoders at the bottom, the columns'
+   notes and near-chance warnings in words, a matrix of pairwise differences of the
+   headline metric, and the label-efficiency curves;
 3. the paper's Tables 1–3 (``reports/paper.json``) beside our matching numbers, with the
    difference and each paper value's verification status;
 4. the lines benchmark as the paper's Table 1, with each family's decoded interpolations;
 5. figures: bar charts per probe, reconstructions and interpolations of every encoder,
-   training curves (reconstruction loss, online-classifier accuracy);
+   training curves (reconstruction loss, online-classifier accuracy), a t-SNE map of each
+   encoder's test latents (``repeval.maps``, written by ``repeval run``);
 6. the provenance of every run (spec, device, precision, versions, git revision, data
    fingerprint and verification), with data that failed or skipped verification flagged
    wherever its scores appear.
@@ -38,6 +42,7 @@ import repeval
 from repeval.checkpoint import Checkpoint
 from repeval.devices import PAPER_BUDGET
 from repeval.errors import UserError
+from repeval.maps import load_map
 from repeval.paths import atomic_write_text
 from repeval.previews import load_previews
 from repeval.report import figures
@@ -45,7 +50,17 @@ from repeval.report.curves import along_training
 from repeval.report.data_status import DataStatus, data_status
 from repeval.report.format import anchor, fmt_budget, fmt_budget_share
 from repeval.report.paper import Ours, PaperRow, PaperTable, load_paper, paper_tables
-from repeval.report.scores import Cell, Column, Row, ScoreTable, dataset_rank, encoder_rank, score_tables
+from repeval.report.scores import (
+    Cell,
+    Column,
+    Row,
+    ScoreTable,
+    curve_panels,
+    dataset_rank,
+    encoder_rank,
+    pairwise_matrix,
+    score_tables,
+)
 from repeval.store import DB_FILENAME, Store
 from repeval.summary import GROUP_COLUMNS, group_key, summarise
 
@@ -239,7 +254,7 @@ def collect(workdir: Path, paper_path: Path) -> dict[str, Any]:
         "missing_dirs": [v for v in run_views if v.directory is None],
         "paper_budget": fmt_budget(PAPER_BUDGET),
         "tables": [], "paper": None, "paper_path": None, "paper_tables": [], "paper_error": None, "lines": [],
-        "figures": [], "along": [], "snapshot_rows": 0,
+        "figures": [], "along": [], "snapshot_rows": 0, "matrices": {}, "label_charts": {},
         "budgets": [],
     }
     if not rows:
@@ -268,7 +283,13 @@ def collect(workdir: Path, paper_path: Path) -> dict[str, Any]:
         for i, row in enumerate(table.rows):
             previews[(table.anchor, i)] = _first_previews(row, dirs, seeds)
     colours = _colours(tables)
+    dims = {t.dataset: sorted({u.latent_dim for u in tables if u.dataset == t.dataset}) for t in tables}
     context["figures"] = [_figure_block(t, previews, run_views, colours) for t in tables]
+    for t, block in zip(tables, context["figures"]):
+        block["maps"] = figures.latent_maps(_maps(t, dirs, seeds))
+    context["matrices"] = {t.anchor: pairwise_matrix(t) for t in tables}
+    context["label_charts"] = {t.anchor: figures.curve_chart(curve_panels(rows, t.dataset, t.latent_dim,
+                                                                          dims[t.dataset]), colours) for t in tables}
     context["lines"] = _lines_view(tables, context["paper_tables"], previews, rows)
     context["along"] = along_training(summarise(all_rows), context["paper"])
     for block in context["along"]:
@@ -305,6 +326,20 @@ def _first_previews(row: Row, dirs: dict[str, Path | None], seeds: dict[str, int
                     "reconstructions": figures.reconstruction_grid(arrays),
                     "interpolations": figures.interpolation_grid(arrays)}
     return None
+
+
+def _maps(table: ScoreTable, dirs: dict[str, Path | None], seeds: dict[str, int]) -> list[dict[str, Any]]:
+    """Per table row: the t-SNE map of its lowest-seed run that has one (``repeval.maps``)."""
+    out = []
+    for row in table.rows:
+        for run_id in sorted(row.run_ids, key=lambda i: (seeds.get(i, 0), i)):
+            directory = dirs.get(run_id)
+            found = load_map(directory, row.latent) if directory is not None else None
+            if found is not None:
+                label = row.encoder + (f" ({row.latent_dim}-d)" if row.latent_dim != table.latent_dim else "")
+                out.append({"label": f"{label}, seed {seeds.get(run_id)}", **found})
+                break
+    return out
 
 
 def _colours(tables: list[ScoreTable]) -> dict[str, Any]:

@@ -237,3 +237,72 @@ def along_training(panels: Sequence[Any], colours: dict[str, Any], paper_budget:
             ax.set_visible(False)
         fig.legend(loc="outside right upper", frameon=False)
         return _save(fig)
+
+
+def curve_chart(panels: Sequence[Any], colours: dict[str, Any]) -> str | None:
+    """Accuracy against labelled train examples per class (log scale), one panel per probe,
+    one line per encoder with its 95 % interval as a band (reference encoders dashed).
+
+    ``panels``: :class:`repeval.report.scores.CurvePanel` s. ``None`` when nothing to draw."""
+    panels = [p for p in panels if any(pt for s in p.series for pt in s.points)]
+    if not panels:
+        return None
+    from matplotlib.figure import Figure
+
+    with _style():
+        fig = Figure(figsize=(PANEL_WIDTH_IN * 1.35 * len(panels) + 1.2, 2.6), layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+        for ax, panel in zip(axes, panels):
+            ticks: dict[float, str] = {}
+            for series in panel.series:
+                xs = np.array([p.x for p in series.points], float)
+                ys = np.array([p.mean for p in series.points], float)
+                colour = colours.get(series.encoder)
+                ax.plot(xs, ys, color=colour, lw=1.3, marker="o", ms=3, ls="--" if series.reference else "-",
+                        label=plain(series.encoder) if ax is axes[0] else None)
+                band = [(p.x, p.low, p.high) for p in series.points if p.low is not None]
+                if len(band) >= 2:
+                    bx, lo, hi = (np.array(v, float) for v in zip(*band))
+                    ax.fill_between(bx, lo, hi, color=colour, alpha=0.18, lw=0)
+                for p in series.points:
+                    ticks.setdefault(p.x, p.label if p.label != "all" else f"all\n({p.x:,.0f})")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(list(ticks), list(ticks.values()))
+            ax.minorticks_off()
+            ax.set_xlabel("labelled train examples per class")
+            ax.set_title(plain(f"{panel.probe} probe: test accuracy {panel.unit}".strip()), loc="left")
+            ax.tick_params(pad=1)
+        fig.legend(loc="outside right upper", frameon=False)
+        return _save(fig)
+
+
+def latent_maps(maps: Sequence[dict[str, Any]]) -> str | None:
+    """Small 2-D maps (t-SNE) of test latents, one panel per encoder, points coloured by class.
+
+    ``maps``: dicts with ``label`` and ``xy`` ``(N, 2)``, ``labels`` ``(N,)``. ``None`` when empty."""
+    if not maps:
+        return None
+    import matplotlib
+    import matplotlib.lines
+    from matplotlib.figure import Figure
+
+    cmap = matplotlib.colormaps["tab10"]
+    cols = min(4, len(maps))
+    rows = math.ceil(len(maps) / cols)
+    with _style():
+        fig = Figure(figsize=(1.9 * cols + 0.9, 1.95 * rows), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False)
+        classes = sorted({int(c) for m in maps for c in np.unique(m["labels"])})
+        for ax, m in zip(axes.flat, maps):
+            xy, labels = np.asarray(m["xy"], float), np.asarray(m["labels"])
+            ax.scatter(xy[:, 0], xy[:, 1], c=[cmap(int(c) % 10) for c in labels], s=1.5, lw=0, rasterized=True)
+            ax.set_title(plain(m["label"]), loc="left")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        for ax in list(axes.flat)[len(maps):]:
+            ax.set_visible(False)
+        handles = [matplotlib.lines.Line2D([], [], ls="", marker="o", ms=4, color=cmap(c % 10), label=str(c))
+                   for c in classes[:20]]
+        fig.legend(handles=handles, loc="outside right upper", frameon=False, title="class", handletextpad=0.1)
+        return _save(fig)

@@ -34,6 +34,11 @@ def fmt_mean_std(mean: float, std: float | None, n: int, decimals: int) -> str:
     return f"{fmt_number(mean, decimals)} ± {fmt_number(std, decimals)}"
 
 
+def fmt_interval(low: float, high: float, decimals: int) -> str:
+    """A 95 % interval ``[low, high]`` (typographic minus)."""
+    return f"[{fmt_number(low, decimals)}, {fmt_number(high, decimals)}]"
+
+
 _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 
 

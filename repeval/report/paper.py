@@ -100,7 +100,7 @@ def paper_tables(paper: dict[str, Any], rows: list[dict[str, Any]],
     budget and probe settings can differ). Differences are ours − paper in the paper's unit,
     and only for the same protocol.
     """
-    groups = summarise(rows)
+    groups = summarise(rows, intervals=False)
     data_by_group: dict[tuple[Any, ...], list[DataStatus]] = {}
     for r in rows:
         key = (r["dataset"], r["latent_dim"], r["encoder"], r["latent"], r["budget"])

@@ -1,15 +1,18 @@
 """The report's score tables: one per dataset × latent dim, encoders × probe metrics.
 
-Stored score rows are aggregated over seeds with :func:`repeval.summary.summarise` (mean ±
-population std, as the paper's tables, ``docs/protocol.md`` §4.6) and formatted into
-strings the template prints as they are. What each metric column shows (heading, unit,
-scale, decimals, direction) is its probe's declaration (:mod:`repeval.probes`).
+Stored score rows are aggregated with :func:`repeval.summary.summarise` (probe seeds within
+each model first, then mean ± population std over the models, as the paper's tables,
+``docs/protocol.md`` §4.6, with a 95 % interval) and formatted into strings the template
+prints as they are. What each metric column shows (heading, unit, scale, decimals,
+direction) is its probe's declaration (:mod:`repeval.probes`).
 
 Conventions shown in every table:
 
-* the best *learned* encoder per column is marked, in the metric's direction; reference
-  encoders (raw pixels, PCA; budget 0 because they are fitted, not trained) sit at the
-  bottom as floors;
+* the best *learned* encoder per column is marked, in the metric's direction, only where it
+  is significantly ahead (p < 0.05, :mod:`repeval.compare`: paired over shared training
+  seeds, or McNemar on the test examples for one seed); encoders it is not significantly
+  ahead of share the mark; reference encoders (raw pixels, PCA; budget 0 because they are
+  fitted, not trained) sit at the bottom as floors;
 * a row of a table is one (encoder, latent, budget): scores at different budgets are never
   averaged together. Columns split into variants (a, b, ...) when one probe was run with
   different settings in the same table.
@@ -21,10 +24,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from repeval.compare import Side, difference, sides
 from repeval.devices import PAPER_BUDGET
 from repeval.jsonio import canonical_json
 from repeval.report.data_status import DataStatus, data_status, unique_flags
-from repeval.report.format import anchor, fmt_budget, fmt_mean_std
+from repeval.report.format import anchor, fmt_budget, fmt_interval, fmt_mean_std, fmt_number, fmt_signed
+from repeval.stats import SIGNIFICANCE
 from repeval.summary import summarise
 
 
@@ -54,6 +59,8 @@ class MetricView:
     decimals: int = 3
     direction: str | None = "higher"  # "higher", "lower", or None (no best marker)
     note: str = ""
+    headline: bool = False
+    unit: str = ""
 
     def display(self, value: float) -> float:
         return value * self.scale
@@ -68,7 +75,8 @@ def metric_view(task: str, metric: str) -> MetricView:
     if facts is None:
         return MetricView(task, metric, 1, 4, None)
     return MetricView(facts.heading or TASKS.get(task).label or task, facts.column_label, facts.scale,
-                      facts.decimals, None if facts.direction == "none" else facts.direction, facts.note)
+                      facts.decimals, None if facts.direction == "none" else facts.direction, facts.note,
+                      facts.headline, facts.unit)
 
 
 def _column_order(task: str, metric: str) -> tuple[int, int, str, str]:
@@ -84,7 +92,12 @@ def _column_order(task: str, metric: str) -> tuple[int, int, str, str]:
 
 @dataclass
 class Cell:
-    """One table cell: the display text and what it was made of."""
+    """One table cell: the display text and what it was made of.
+
+    ``ci_text``: the 95 % interval in display units (``ci_kind`` ``"t"`` over training seeds,
+    ``"bootstrap"`` over test examples only); ``best``: marked (the best, or tied with it);
+    ``best_note`` says why; ``chance``: an accuracy near chance level (explained on the page).
+    """
 
     text: str
     mean: float
@@ -93,6 +106,26 @@ class Cell:
     seeds: list[int]
     settings: str
     best: bool = False
+    ci_text: str = ""
+    ci_kind: str = ""
+    probe_seeds: int = 1
+    best_note: str = ""
+    chance: bool = False
+    side: Side | None = field(default=None, repr=False)
+
+    @property
+    def title(self) -> str:
+        parts = [f"seeds {', '.join(map(str, self.seeds))}"]
+        if self.probe_seeds > 1:
+            parts.append(f"{self.probe_seeds} probe seeds per model, averaged first")
+        if self.ci_text:
+            parts.append(f"95% interval {self.ci_text} "
+                         + ("(t over training seeds)" if self.ci_kind == "t"
+                            else "(bootstrap over test examples only: one model)"))
+        if self.best_note:
+            parts.append(self.best_note)
+        parts.append(f"probe settings {self.settings}")
+        return "; ".join(parts)
 
 
 @dataclass
@@ -106,6 +139,10 @@ class Column:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.task, self.metric, self.settings)
+
+    @property
+    def title(self) -> str:
+        return f"{self.view.probe}: {self.view.label}" + (f" [{self.variant}]" if self.variant else "")
 
 
 @dataclass
@@ -175,23 +212,77 @@ class ScoreTable:
     def column(self, task: str, metric: str) -> list[Column]:
         return [c for c in self.columns if (c.task, c.metric) == (task, metric)]
 
+    @property
+    def headline(self) -> int | None:
+        """The column of the pairwise-difference matrix: the first declared headline metric,
+        else the first column with a direction."""
+        for test in (lambda c: c.view.headline, lambda c: c.view.direction is not None):
+            for i, c in enumerate(self.columns):
+                if test(c):
+                    return i
+        return None
+
+    @property
+    def probe_seeds(self) -> int:
+        """The most probe seeds any cell averaged per model."""
+        return max((c.probe_seeds for r in self.rows for c in r.cells if c is not None), default=1)
+
+    @property
+    def notes(self) -> list[tuple[str, str]]:
+        """(column title, note) of every column with a declared note, except those a
+        near-chance explanation already quotes: shown under the table."""
+        quoted = {col for col in range(len(self.columns))
+                  if any(r.cells[col] is not None and r.cells[col].chance for r in self.rows)}
+        return [(c.title, c.view.note) for i, c in enumerate(self.columns) if c.view.note and i not in quoted]
+
+    @property
+    def chance_notes(self) -> list[str]:
+        """Visible explanations of accuracies near chance level in this table."""
+        out = []
+        for col, column in enumerate(self.columns):
+            low = [r.encoder for r in self.rows if r.cells[col] is not None and r.cells[col].chance]
+            if low:
+                out.append(f"{column.title}: {', '.join(low)} {'is' if len(low) == 1 else 'are'} near chance "
+                           f"({fmt_number(self.chance_level, 0)} % for {self.num_classes} classes)."
+                           + (f" {column.view.note[0].upper()}{column.view.note[1:]}." if column.view.note else ""))
+        return out
+
+    num_classes: int = 0
+
+    @property
+    def chance_level(self) -> float:
+        return 100.0 / self.num_classes if self.num_classes else 0.0
+
+
+def curve_metrics(rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(task, metric) pairs stored as points of a curve (``details["curve"]``, e.g. the
+    label-efficiency task): drawn as curves, not table columns."""
+    return {(r["task"], r["metric"]) for r in rows if isinstance((r.get("details") or {}).get("curve"), dict)}
+
 
 def score_tables(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> list[ScoreTable]:
     """One :class:`ScoreTable` per (dataset, latent dim) of the learned encoders' scores.
 
     Reference encoders join the table of their own latent dim; one whose dim has no
     learned table (raw pixels: C×32×32 values) is a floor row in every table of its dataset.
-    A dataset with reference encoders only gets one table per reference dim.
+    A dataset with reference encoders only gets one table per reference dim. Curve points
+    (:func:`curve_metrics`) are left to the curve figures.
     ``rows`` come from :meth:`Store.scores`; ``runs`` maps run ids to :meth:`Store.runs` rows
     (for the data status of each row; a score whose run is missing is shown as ``unknown``).
     """
+    curves = curve_metrics(rows)
+    rows = [r for r in rows if (r["task"], r["metric"]) not in curves]
     run_ids: dict[tuple[Any, ...], list[str]] = {}
     for r in rows:
         ids = run_ids.setdefault((r["dataset"], r["latent_dim"], r["encoder"], r["latent"], r["budget"]), [])
         if r["run_id"] not in ids:
             ids.append(r["run_id"])
+    by_side = {(key, side.encoder, side.latent, side.latent_dim, side.budget): side
+               for key, found in sides(rows).items() for side in found}
     by_dataset: dict[str, list[dict[str, Any]]] = {}
     for g in summarise(rows):
+        g["side"] = by_side.get(((g["dataset"], g["task"], g["metric"], canonical_json(g["settings"])),
+                                 g["encoder"], g["latent"], g["latent_dim"], g["budget"]))
         by_dataset.setdefault(g["dataset"], []).append(g)
     tables = []
     for dataset in sorted(by_dataset, key=dataset_rank):
@@ -203,6 +294,19 @@ def score_tables(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) ->
                       if g["latent_dim"] == dim or (g["budget"] == 0 and g["latent_dim"] not in dims)]
             tables.append(_score_table(dataset, dim, chosen, run_ids, runs))
     return tables
+
+
+def num_classes(dataset: str) -> int:
+    """The registered dataset's class count (0 when not registered, e.g. ``npz:`` files)."""
+    from repeval.data import DATASETS
+
+    return DATASETS.get(dataset).num_classes if dataset in DATASETS else 0
+
+
+def near_chance(view: MetricView, mean: float, classes: int) -> bool:
+    """An accuracy (declared in %) within 1.5× of chance level, 1 / classes."""
+    return bool(classes) and view.unit == "%" and view.scale == 100 and not math.isnan(mean) \
+        and mean < 1.5 * 100.0 / classes
 
 
 def _score_table(dataset: str, dim: int, groups: list[dict[str, Any]],
@@ -219,6 +323,7 @@ def _score_table(dataset: str, dim: int, groups: list[dict[str, Any]],
             columns.append(Column(task, metric, metric_view(task, metric),
                                   chr(ord("a") + i) if len(variants) > 1 else "", text))
     index = {c.key: i for i, c in enumerate(columns)}
+    classes = num_classes(dataset)
     table_rows: dict[tuple[str, str, int, int], Row] = {}
     for g in groups:
         row_key = (g["encoder"], g["latent"], g["budget"], g["latent_dim"])
@@ -233,21 +338,189 @@ def _score_table(dataset: str, dim: int, groups: list[dict[str, Any]],
         col = index[(g["task"], g["metric"], canonical_json(g["settings"]))]
         view = columns[col].view
         mean, std = view.display(g["mean"]), view.display(g["std"])
-        table_rows[row_key].cells[col] = Cell(fmt_mean_std(mean, std, g["n"], view.decimals), mean, std,
-                                              g["n"], g["seeds"], columns[col].settings)
+        ci = g.get("ci")
+        table_rows[row_key].cells[col] = Cell(
+            fmt_mean_std(mean, std, g["n"], view.decimals), mean, std, g["n"], g["seeds"], columns[col].settings,
+            ci_text=fmt_interval(view.display(ci["low"]), view.display(ci["high"]), view.decimals) if ci else "",
+            ci_kind=ci["kind"] if ci else "", probe_seeds=g.get("probe_seeds", 1),
+            chance=near_chance(view, mean, classes), side=g.get("side"))
     ordered = sorted(table_rows.values(), key=lambda r: (*encoder_rank(r.encoder, r.reference), r.latent,
                                                          r.budget, r.latent_dim))
     for col, column in enumerate(columns):
-        _mark_best(column.view.direction, [r.cells[col] for r in ordered if not r.reference])
-    return ScoreTable(dataset, dim, columns, ordered, anchor("scores", dataset, dim))
+        _mark_best(column.view, [r.cells[col] for r in ordered if not r.reference])
+    return ScoreTable(dataset, dim, columns, ordered, anchor("scores", dataset, dim), classes)
 
 
-def _mark_best(direction: str | None, cells: list[Cell | None]) -> None:
-    """Mark the best finite mean (all ties) among ``cells``, unless all are equal (or fewer than two)."""
+def _test_text(d) -> str:
+    if d.test == "paired t":
+        return f"p = {d.p:.2g}, paired t over {d.n} shared seeds"
+    return f"p = {d.p:.2g}, McNemar on {d.n:,} test examples (one seed)"
+
+
+def _mark_best(view: MetricView, cells: list[Cell | None]) -> None:
+    """Mark the best finite mean among ``cells`` (unless all are equal, or fewer than two),
+    and every cell it is not significantly ahead of (p ≥ 0.05 in :func:`repeval.compare.difference`).
+    A cell that cannot be tested against the best (no shared seed; one seed and no
+    per-example data) is not marked; the best's note says it was not tested."""
+    direction = view.direction
     finite = [c for c in cells if c is not None and not math.isnan(c.mean)]
     if direction is None or len({c.mean for c in finite}) < 2:
         return
-    pick = max if direction == "higher" else min
-    best = pick(c.mean for c in finite)
+    sign = 1 if direction == "higher" else -1
+    best = max(finite, key=lambda c: sign * c.mean)
+    best.best = True
+    ahead, tied, untested = [], [], 0
     for c in finite:
-        c.best = c.mean == best
+        if c is best:
+            continue
+        if c.mean == best.mean:
+            c.best = True
+            c.best_note = "tied with the best (equal means)"
+            tied.append(c)
+            continue
+        d = difference(c.side, best.side) if c.side is not None and best.side is not None else None
+        if d is None or math.isnan(d.p):
+            untested += 1
+            continue
+        gap = fmt_signed(sign * view.display(d.mean), view.decimals)
+        if d.p < SIGNIFICANCE and sign * d.mean > 0:
+            ahead.append(c)
+        else:
+            c.best = True
+            c.best_note = f"not significantly behind the best ({gap} for the best; {_test_text(d)})"
+            tied.append(c)
+    if tied:
+        best.best_note = f"best mean; shares the mark with {len(tied)} not significantly behind"
+    elif ahead and not untested:
+        best.best_note = "best, significantly ahead of every other learned encoder (p < 0.05)"
+    else:
+        best.best_note = "best mean; not tested against " + (
+            f"{untested} encoder(s) (one seed without per-example data, or no shared seed)" if untested else "others")
+
+
+@dataclass
+class MatrixCell:
+    """Row encoder minus column encoder on the headline metric, in display units."""
+
+    text: str
+    significant: bool
+    title: str
+    sign: int  # +1: the row is better, -1: worse, 0: not significant or untested
+
+
+@dataclass
+class PairwiseMatrix:
+    """Pairwise differences (row − column) of a table's headline metric."""
+
+    column: Column
+    labels: list[str]
+    cells: list[list[MatrixCell | None]]  # None on the diagonal and where a row has no score
+
+
+def pairwise_matrix(table: ScoreTable) -> PairwiseMatrix | None:
+    """The headline metric's matrix of every pair of the table's rows with a score, or
+    ``None`` when fewer than two rows have one."""
+    col = table.headline
+    if col is None:
+        return None
+    column = table.columns[col]
+    view = column.view
+    members = [r for r in table.rows if r.cells[col] is not None and r.cells[col].side is not None]
+    if len(members) < 2:
+        return None
+    sign = {"higher": 1, "lower": -1}.get(view.direction or "", 0)
+    cells: list[list[MatrixCell | None]] = []
+    for a in members:
+        line: list[MatrixCell | None] = []
+        for b in members:
+            if a is b:
+                line.append(None)
+                continue
+            d = difference(b.cells[col].side, a.cells[col].side)  # a − b
+            if d is None:
+                line.append(MatrixCell("·", False, f"{a.encoder} and {b.encoder} share no training seed", 0))
+                continue
+            text = fmt_signed(view.display(d.mean), view.decimals)
+            if math.isnan(d.p):
+                line.append(MatrixCell(text, False, f"{a.encoder} − {b.encoder}: {text}; not tested ({d.test})", 0))
+                continue
+            interval = fmt_interval(view.display(d.low), view.display(d.high), view.decimals)
+            significant = d.p < SIGNIFICANCE
+            better = sign * d.mean > 0
+            line.append(MatrixCell(text + ("*" if significant else ""), significant,
+                                   f"{a.encoder} − {b.encoder}: {text}, 95% interval {interval}, {_test_text(d)}",
+                                   (1 if better else -1) if significant and sign else 0))
+        cells.append(line)
+    labels = [r.encoder + (f" ({r.latent_dim}-d)" if r.latent_dim != table.latent_dim else "") for r in members]
+    return PairwiseMatrix(column, labels, cells)
+
+
+@dataclass
+class CurvePoint:
+    x: float  # labelled examples per class used (the mean over classes)
+    label: str  # "1", "4", …, "all"
+    mean: float  # display units
+    low: float | None
+    high: float | None
+    n: int
+
+
+@dataclass
+class CurveSeries:
+    """One encoder's curve of one probe: accuracy against labelled examples per class."""
+
+    encoder: str
+    reference: bool
+    points: list[CurvePoint]
+
+
+@dataclass
+class CurvePanel:
+    task: str
+    probe: str
+    unit: str
+    series: list[CurveSeries]
+
+
+def curve_panels(rows: list[dict[str, Any]], dataset: str, latent_dim: int, dims: list[int]) -> list[CurvePanel]:
+    """The curve points (:func:`curve_metrics`) of a dataset × latent dim table, one panel
+    per (task, probe), one series per encoder (reference encoders of other dims too when
+    their dim has no table of its own), aggregated like the table cells."""
+    chosen = [r for r in rows if r["dataset"] == dataset and isinstance((r.get("details") or {}).get("curve"), dict)
+              and (r["latent_dim"] == latent_dim or (r["budget"] == 0 and r["latent_dim"] not in dims))]
+    if not chosen:
+        return []
+    facts: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in chosen:
+        facts.setdefault((r["task"], r["metric"]), r["details"]["curve"])
+    panels: dict[tuple[str, str], dict[tuple[str, str, int, int], list[CurvePoint]]] = {}
+    classes = num_classes(dataset) or 1
+    for g in summarise(chosen):
+        point = facts[(g["task"], g["metric"])]
+        scale, _ = _curve_unit(g["task"])
+        size = point.get("labels_per_class")
+        x = float(point.get("used", 0)) / classes or (float(size) if isinstance(size, (int, float)) else 0.0)
+        ci = g.get("ci")
+        series = panels.setdefault((g["task"], str(point.get("probe", g["metric"]))), {}).setdefault(
+            (g["encoder"], g["latent"], g["budget"], g["latent_dim"]), [])
+        series.append(CurvePoint(x, str(size), g["mean"] * scale, ci["low"] * scale if ci else None,
+                                 ci["high"] * scale if ci else None, g["n"]))
+    out = []
+    for (task, probe), by_encoder in panels.items():
+        for key, points in by_encoder.items():  # a size a class could not fill used the same subset as "all"
+            full = [p for p in points if p.label == "all"]
+            by_encoder[key] = [p for p in points if p.label == "all" or not full or p.x < full[0].x]
+        series = [CurveSeries(key[0], key[2] == 0, sorted(points, key=lambda p: p.x))
+                  for key, points in sorted(by_encoder.items(), key=lambda kv: encoder_rank(kv[0][0], kv[0][2] == 0))]
+        out.append(CurvePanel(task, probe, _curve_unit(task)[1], series))
+    return out
+
+
+def _curve_unit(task: str) -> tuple[float, str]:
+    """Display scale and unit of a curve task's values: its first declared metric's."""
+    from repeval.probes import TASKS
+
+    if task in TASKS and TASKS.get(task).metrics:
+        first = TASKS.get(task).metrics[0]
+        return first.scale, first.unit
+    return 1.0, ""

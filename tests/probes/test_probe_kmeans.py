@@ -3,21 +3,22 @@
 import faiss
 import numpy as np
 import pytest
-import torch
+from sklearn.cluster import KMeans
 
 from repeval.probes import Latents
 from repeval.probes.kmeans import (
     KMeansSettings,
-    _assign,
-    _update,
+    batched_lloyd,
     faiss_kmeans,
     initial_indices,
     nearest_centroid,
     run,
+    tolerance,
     torch_kmeans,
     whiten,
 )
 from repeval.probes.metrics import hungarian_accuracy
+from repeval.stats import unpack_bits
 
 
 def blobs(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,11 +77,92 @@ def test_faiss_uses_every_point():
     assert np.abs(default.centroids[0] - z.mean(0)).max() > 1e-3
 
 
-def test_empty_cluster_keeps_its_centroid():
-    x = torch.tensor([[0.0], [2.0], [10.0]])
-    labels = torch.tensor([[0, 0, 0]])
-    centroids = torch.tensor([[[1.0], [5.0]]])
-    assert _update(x, labels, centroids, chunk=2).tolist() == [[[4.0], [5.0]]]
+def overlapping(n: int, seed: int) -> np.ndarray:
+    """Ten overlapping Gaussian clusters in 12-D, whitened: a hard, many-iteration problem."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(10, 12)) * 1.2
+    z = centres[rng.integers(0, 10, n)] + rng.normal(size=(n, 12))
+    return whiten(z, z[:1])[0].astype(np.float32)
+
+
+def sklearn_lloyd(x, centroids, max_iter=1000, tol=1e-4):
+    return KMeans(len(centroids), init=centroids, n_init=1, max_iter=max_iter, tol=tol,
+                  algorithm="lloyd").fit(x)
+
+
+def test_batched_lloyd_follows_sklearn_from_identical_centroids():
+    x = overlapping(1500, seed=0)
+    init = initial_indices(len(x), 10, restarts=12, seed=3)
+    found = batched_lloyd(x, init, max_iter=1000, tol=tolerance(x, 1e-4), device="cpu")
+    iterations = []
+    for r in range(12):
+        ref = sklearn_lloyd(x, x[init[r]])
+        iterations.append(ref.n_iter_)
+        assert found.n_iter[r] == ref.n_iter_, r
+        assert found.inertia[r] == pytest.approx(ref.inertia_, rel=1e-5), r
+    assert max(iterations) > 10  # a problem that takes Lloyd many steps
+    labels, _ = nearest_centroid(x, found.centroids, "cpu")
+    best = sklearn_lloyd(x, x[init[found.best]])
+    assert hungarian_accuracy(best.labels_, labels) == 1.0  # the same partition
+    np.testing.assert_allclose(np.sort(found.centroids, axis=0), np.sort(best.cluster_centers_, axis=0), atol=1e-5)
+
+
+def test_initial_centroids_replay_sklearns_random_init():
+    x = overlapping(800, seed=1)
+    for seed in (0, 7):
+        ref = KMeans(10, init="random", n_init=6, max_iter=1000, random_state=seed).fit(x)
+        found = batched_lloyd(x, initial_indices(len(x), 10, restarts=6, seed=seed), 1000,
+                              tolerance(x, 1e-4), "cpu")
+        assert found.inertia[found.best] == pytest.approx(ref.inertia_, rel=1e-5)
+        assert hungarian_accuracy(ref.labels_, nearest_centroid(x, found.centroids, "cpu")[0]) == 1.0
+
+
+def test_pool_and_chunks_do_not_change_the_result():
+    x = overlapping(700, seed=2)
+    init = initial_indices(len(x), 10, restarts=9, seed=0)
+    whole = batched_lloyd(x, init, 1000, tolerance(x, 1e-4), "cpu")
+    # two restarts held at once (refilled as they finish), 37 points per chunk
+    small = batched_lloyd(x, init, 1000, tolerance(x, 1e-4), "cpu", chunk_elements=37 * 10 * 2,
+                          pool_label_bytes=2 * len(x))
+    assert small.width == 2 and whole.width == 9
+    np.testing.assert_array_equal(small.n_iter, whole.n_iter)
+    np.testing.assert_allclose(small.inertia, whole.inertia, rtol=1e-6)  # float32 sums in another order
+    assert small.best == whole.best
+
+
+def test_empty_cluster_is_reseeded_as_sklearn_does():
+    x = overlapping(400, seed=4)
+    start = x[:10].copy()
+    start[9] = start[0]  # a duplicate centre: the first copy wins every point, the second is empty
+    found = batched_lloyd(x, start[None], 1000, tolerance(x, 1e-4), "cpu")
+    ref = sklearn_lloyd(x, start)
+    assert found.relocations >= 1
+    assert found.n_iter[0] == ref.n_iter_
+    assert found.inertia[0] == pytest.approx(ref.inertia_, rel=1e-5)
+    assert hungarian_accuracy(ref.labels_, nearest_centroid(x, found.centroids, "cpu")[0]) == 1.0
+
+
+def test_stopping_rules():
+    x = overlapping(600, seed=5)
+    init = initial_indices(len(x), 10, restarts=4, seed=0)
+    strict = batched_lloyd(x, init, 1000, 0.0, "cpu")  # tol 0: only "no assignment changed" stops
+    assert strict.strict.all() and not strict.capped.any()
+    for r in range(4):
+        assert strict.n_iter[r] == sklearn_lloyd(x, x[init[r]], tol=0).n_iter_
+    capped = batched_lloyd(x, init, 3, 0.0, "cpu")
+    assert (capped.n_iter == 3).all() and capped.capped.all()
+    ref = sklearn_lloyd(x, x[init[0]], max_iter=3, tol=0)
+    assert capped.inertia[0] == pytest.approx(ref.inertia_, rel=1e-5)
+
+
+def test_accuracy_keeps_its_per_example_correctness():
+    z_train, y_train = blobs(30, seed=0)
+    z_test, y_test = blobs(10, seed=1)
+    z_test[0] = z_train[y_train == 1][0]  # a class-1 point labelled as class 0: one mistake
+    result = run(Latents(z_train, y_train, z_test, y_test, 3), KMeansSettings(restarts=5), "cpu")
+    correct = unpack_bits(result.metric_details["accuracy"]["correct"])
+    assert correct.shape == (30,) and not correct[0] and correct[1:].all()
+    assert correct.mean() == pytest.approx(result.scores["accuracy"])
 
 
 def test_initial_centroids_are_distinct_and_seeded():
@@ -90,12 +172,15 @@ def test_initial_centroids_are_distinct_and_seeded():
     assert not np.array_equal(a, initial_indices(10, 4, restarts=6, seed=1))
 
 
-def test_chunking_does_not_change_assignments_or_updates():
-    x = torch.from_numpy(blobs(30, seed=4)[0])
-    centroids = x[torch.from_numpy(initial_indices(90, 3, restarts=4, seed=0))]
-    x_sq = (x * x).sum(1)
-    labels, inertia = _assign(x, x_sq, centroids, chunk=90)
-    chunked_labels, chunked_inertia = _assign(x, x_sq, centroids, chunk=7)
-    assert torch.equal(chunked_labels, labels)
-    torch.testing.assert_close(chunked_inertia, inertia, rtol=1e-6, atol=0)
-    torch.testing.assert_close(_update(x, labels, centroids, chunk=7), _update(x, labels, centroids, chunk=90))
+def test_dense_and_sparse_updates_agree(monkeypatch):
+    from repeval.probes import kmeans as km
+
+    x = overlapping(500, seed=6)
+    init = initial_indices(len(x), 10, restarts=5, seed=1)
+    results = []
+    for share in (10 ** 9, 1):  # every chunk's moves through the ±1 product; none
+        monkeypatch.setattr(km, "DENSE_MOVES_BELOW", share)
+        results.append(batched_lloyd(x, init, 1000, tolerance(x, 1e-4), "cpu"))
+    dense, sparse = results
+    np.testing.assert_array_equal(dense.n_iter, sparse.n_iter)
+    np.testing.assert_allclose(dense.inertia, sparse.inertia, rtol=1e-6)

@@ -181,3 +181,43 @@ def test_error_recorder_reports_blocked_loads_and_scripts(tmp_path):
     assert "image did not decode: outside" in head
     assert "blocked: inline" in head
     assert "<title>ran</title>" not in dom
+
+
+@pytest.fixture(scope="module")
+def seeded_report(tmp_path_factory) -> Path:
+    """Two learned families and the pixels floor on digits, 3 training seeds × 3 probe seeds
+    (small budget and restart count, so that it stays a test)."""
+    work = tmp_path_factory.mktemp("seeded")
+    args = ["run", "--encoder", "baseline", "--encoder", "dropout", "--encoder", "pixels", "--task", "linear",
+            "--task", "kmeans", "--task", "label_efficiency", "--dataset", "digits", "--budget", "256",
+            "--seed", "0", "--seed", "1", "--seed", "2", "--probe-seeds", "3", "--set", "kmeans.restarts=20",
+            "--set", "label_efficiency.sizes=1,8,all", "--threads", "1", "--workdir", str(work)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return build_report(work, work / "report.html")
+
+
+@pytest.mark.slow
+def test_seeded_report_shows_intervals_matrix_and_curves(seeded_report, tmp_path):
+    from PIL import Image
+
+    html = seeded_report.read_text(encoding="utf-8")
+    rows = [t for t in tables(html) if t["heading"] == "digits · latent dim 256"][0]["rows"]
+    assert [r[:4] for r in rows[1:]] == [["baseline", "map", "256 (2⁸)", "3"], ["dropout", "map", "256 (2⁸)", "3"],
+                                         ["pixels", "pixels (1024-d)", "fitted", "3"]]
+    kmeans = rows[0].index("k-means acc. %")
+    assert all(re.search(r"\[[−\d.]+, [−\d.]+\]$", r[kmeans]) for r in rows[1:])  # a 95 % interval in every cell
+    assert "Up to 3 probe seeds per model" in html
+    matrix = [t for t in tables(html) if t["heading"].startswith("Pairwise differences")]
+    assert matrix and matrix[0]["rows"][0] == ["", "baseline", "dropout", "pixels (1024-d)"]
+    assert 'alt="label efficiency on digits, latent 256"' in html and 'alt="t-SNE maps on digits' in html
+    dom = chromium(["--dump-dom", seeded_report.as_uri()], tmp_path / "profile")
+    head = dom[:dom.index("<head>")]
+    assert 'data-checked="1"' in head and "data-errors" not in head  # every image decoded
+    shot = tmp_path / "seeded.png"
+    chromium([f"--screenshot={shot}", "--window-size=1240,2400", "--hide-scrollbars", seeded_report.as_uri()],
+             tmp_path / "profile")
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
+    # the label-efficiency curves and the bars are drawn in tab10's first two colours (baseline, dropout)
+    for colour in ((31, 119, 180), (255, 127, 14)):
+        assert (np.abs(pixels - colour).sum(axis=2) < 40).sum() > 200, colour

@@ -69,9 +69,13 @@ def test_score_table_mean_std_n_best_and_floor(html):
     rows = table_under(html, "mnist · latent dim 32")
     assert rows == [
         ["Encoder", "Latent", "Budget", "n", "Linear, online acc. %", "Linear, offline acc. %", "k-means acc. %"],
-        ["baseline", "map", B, "2", "91.00 ± 1.00", "60.00 ± 0.00", "60.00 ± 10.00"],
-        ["acai", "map", B, "2", "98.50 ± 0.50★", "97.00 ± 0.00★", "85.00 ± 5.00★"],
-        ["pixels", "pixels (1024-d)", "fitted", "1", "–", "90.00", "95.00"],
+        # under each mean its 95 % t interval over the two seeds; k-means: acai is ahead by 25 points on both
+        # seeds' pairs but p = 0.13 (paired t, n = 2), so baseline shares the mark
+        ["baseline", "map", B, "2", "91.00 ± 1.00[78.29, 103.71]", "60.00 ± 0.00[60.00, 60.00]",
+         "60.00 ± 10.00★[\u221267.06, 187.06]"],
+        ["acai", "map", B, "2", "98.50 ± 0.50★[92.15, 104.85]", "97.00 ± 0.00★[97.00, 97.00]",
+         "85.00 ± 5.00★[21.47, 148.53]"],
+        ["pixels", "pixels (1024-d)", "fitted", "1", "–", "90.00", "95.00"],  # one seed, no per-example data
     ]
 
 
@@ -183,7 +187,7 @@ def test_deleted_run_directories_are_tolerated(tmp_path):
 def test_missing_paper_file_leaves_the_comparison_out(workdir, tmp_path):
     html = build_report(workdir, tmp_path / "r.html", paper=tmp_path / "nope.json").read_text(encoding="utf-8")
     assert f"No paper numbers file at {tmp_path / 'nope.json'}; the comparison is left out." in html
-    assert table_under(html, "mnist · latent dim 32")[2][-1] == "85.00 ± 5.00★"
+    assert table_under(html, "mnist · latent dim 32")[2][-1] == "85.00 ± 5.00★[21.47, 148.53]"
 
 
 @pytest.mark.slow
@@ -224,5 +228,5 @@ def test_three_hundred_runs_render_into_a_small_file(tmp_path):
     html = render(work)
     assert html.count('<details class="run"') == 300
     assert len([t for t in tables(html) if " · latent dim " in t["heading"] and t["rows"][0][0] == "Encoder"]) == 6
-    assert table_under(html, "svhn · latent dim 256")[7][:5] == ["acai", "map", B, "7", "75.00 ± 0.00★"]
+    assert table_under(html, "svhn · latent dim 256")[7][:5] == ["acai", "map", B, "7", "75.00 ± 0.00★[75.00, 75.00]"]
     assert (work / "report.html").stat().st_size < 5_000_000

@@ -66,9 +66,50 @@ def test_table_mean_std_n_best_and_reference_floor():
     assert [(r.encoder, r.reference, r.latent_dim) for r in table.rows] == [
         ("baseline", False, 32), ("acai", False, 32), ("pixels", True, 1024)]
     cells = [r.cells[0] for r in table.rows]
+    # acai leads on both seeds, but two pairs give p = 0.13 (paired t): not significant, so both are marked
     assert [(c.text, c.n, c.seeds, c.best) for c in cells] == [
-        ("60.00 ± 10.00", 2, [0, 1], False), ("85.00 ± 5.00", 2, [0, 1], True), ("95.00", 1, [0], False)]
+        ("60.00 ± 10.00", 2, [0, 1], True), ("85.00 ± 5.00", 2, [0, 1], True), ("95.00", 1, [0], False)]
+    assert [c.ci_text for c in cells] == ["[\u221267.06, 187.06]", "[21.47, 148.53]", ""]
+    assert "p = 0.13, paired t over 2 shared seeds" in cells[0].best_note
     assert [r.n for r in table.rows] == [2, 2, 1]
+
+
+def test_best_mark_needs_a_significant_lead_over_shared_seeds():
+    rows = [row("baseline", v, seed=s) for s, v in enumerate([0.50, 0.52, 0.49, 0.51])]
+    rows += [row("acai", v, seed=s) for s, v in enumerate([0.80, 0.83, 0.79, 0.82])]
+    rows += [row("dropout", v, seed=s) for s, v in enumerate([0.79, 0.83, 0.80, 0.80])]
+    [table] = score_tables(rows, {})
+    baseline, dropout, acai = (r.cells[0] for r in table.rows)
+    assert (baseline.best, dropout.best, acai.best) == (False, True, True)  # dropout: not significantly behind
+    from scipy import stats
+
+    p = stats.ttest_rel([0.80, 0.83, 0.79, 0.82], [0.79, 0.83, 0.80, 0.80]).pvalue
+    assert f"p = {p:.2g}" in dropout.best_note
+    only_two = [r for r in rows if r["encoder"] != "dropout"]
+    [table] = score_tables(only_two, {})
+    assert [r.cells[0].best for r in table.rows] == [False, True]
+    assert "significantly ahead" in table.rows[1].cells[0].best_note
+
+
+def test_one_seed_accuracies_are_compared_on_the_test_examples():
+    from repeval.stats import pack_bits
+
+    right = np.zeros(200, bool)
+    right[:120] = True  # 60 %
+    better = right.copy()
+    better[120:150] = True  # 75 %: right on 30 more test examples, wrong on none that the other got
+    rows = [row("baseline", 0.6), row("acai", 0.75)]
+    rows[0]["details"] = {"correct": pack_bits(right)}
+    rows[1]["details"] = {"correct": pack_bits(better)}
+    [table] = score_tables(rows, {})
+    baseline, acai = (r.cells[0] for r in table.rows)
+    assert (baseline.best, acai.best) == (False, True)
+    assert acai.ci_kind == "bootstrap" and baseline.ci_kind == "bootstrap"
+    low, high = (float(v.replace("\u2212", "-")) for v in acai.ci_text.strip("[]").split(", "))
+    assert low < 75 < high and high - low < 15
+    from scipy import stats
+
+    assert stats.binomtest(30, 30).pvalue < 0.05  # McNemar: 30 discordant examples, all for acai
 
 
 def test_lower_is_better_for_lines_metrics_and_columns_in_fixed_order():
