@@ -16,6 +16,7 @@ from typing import Any
 
 from repeval.devices import CPU_BUDGET, PAPER_BUDGET, default_budget  # noqa: F401  (CPU_BUDGET: public)
 from repeval.errors import UserError
+from repeval.ranges import check_hparam
 
 SPEC_VERSION = 2  # 2: the online evaluations follow a schedule of the position alone (see online_eval_due)
 BATCH_SIZE = 64
@@ -104,6 +105,8 @@ def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budg
     if unknown:
         raise UserError(f"Encoder {encoder!r} has no hyper-parameter(s) {', '.join(sorted(unknown))}; "
                         f"it has: {', '.join(sorted(family.hparams)) or 'none'}.")
+    # each value converted to its declared kind and checked against its range (repeval/ranges.py)
+    overrides = {name: check_hparam(family, name, value) for name, value in overrides.items()}
     latent_dim = family.resolve_latent_dim(entry, latent_dim)
     if not family.learned:
         if budget not in (None, 0):

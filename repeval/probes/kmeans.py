@@ -58,6 +58,7 @@ from repeval.devices import is_cuda
 from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
 from repeval.probes.metrics import clustering_scores, hungarian_accuracy
+from repeval.ranges import FLAG, NON_NEGATIVE_INT, POSITIVE_INT, Choice, setting, validate_settings
 
 if TYPE_CHECKING:  # annotations only: the functions import these when they run
     import faiss
@@ -74,17 +75,14 @@ BACKENDS = ("faiss", "torch")
 class KMeansSettings:
     """k-means protocol settings (see the module docstring); bare defaults = the paper's."""
 
-    restarts: int = PAPER_RESTARTS
-    niter: int = 300
-    seed: int = 0
-    backend: str = "torch"
-    whiten: bool = True
+    restarts: int = setting(PAPER_RESTARTS, POSITIVE_INT, "independent runs; the lowest inertia is kept")
+    niter: int = setting(300, POSITIVE_INT, "the most Lloyd iterations per restart")
+    seed: int = setting(0, NON_NEGATIVE_INT, "seed of the initial centroids")
+    backend: str = setting("torch", Choice(*BACKENDS), "who searches")
+    whiten: bool = setting(True, FLAG, "SVD-whiten with train statistics first")
 
     def __post_init__(self) -> None:
-        if self.restarts < 1 or self.niter < 1:
-            raise UserError(f"kmeans: restarts and niter must be positive, got {self.restarts}, {self.niter}.")
-        if self.backend not in BACKENDS:
-            raise UserError(f"kmeans: unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
+        validate_settings(self, "kmeans")
 
     @classmethod
     def defaults(cls, device: str) -> "KMeansSettings":

@@ -37,7 +37,7 @@ def test_overrides_are_converted_and_checked():
     assert linear_c == 1.0 and isinstance(linear_c, float)
     with pytest.raises(UserError, match="known settings"):
         resolve_settings("knn", "cpu", {"neighbours": 5})
-    with pytest.raises(UserError, match="expects a value of type int"):
+    with pytest.raises(UserError, match="k must be an integer"):
         resolve_settings("knn", "cpu", {"k": "five"})
     with pytest.raises(UserError, match="backend"):
         resolve_settings("kmeans", "cpu", {"backend": "sklearn"})
