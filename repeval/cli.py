@@ -165,6 +165,42 @@ def outside_options(f):
     return command
 
 
+# ------------------------------------------------------------------------------ checkpoints, writable places
+_CHECKPOINT_EVERY = "repeval.checkpoint_every"
+
+
+def checkpoint_option(f):
+    """``--checkpoint-every SECONDS``: how often training commits a checkpoint (read from the
+    click context by :func:`_training_options`, so the commands' signatures stay as they are)."""
+    import functools
+
+    @functools.wraps(f)
+    def command(*args, checkpoint_every=None, **kwargs):
+        _context_meta()[_CHECKPOINT_EVERY] = checkpoint_every
+        return f(*args, **kwargs)
+
+    return click.option(
+        "--checkpoint-every", "checkpoint_every", type=click.FloatRange(min=0, min_open=True, max=1e9), default=None,
+        metavar="SECONDS", envvar="REPEVAL_CHECKPOINT_EVERY", show_envvar=True,
+        help="Commit a training checkpoint at least this often (default 300 s), so a crash or kill -9 loses at "
+             "most that much training; Ctrl-C and SIGTERM always checkpoint before stopping.")(command)
+
+
+def _training_options() -> dict[str, Any]:
+    """The trainer's keyword arguments from the command's options (``--checkpoint-every``)."""
+    every = _context_meta().get(_CHECKPOINT_EVERY)
+    return {} if every is None else {"checkpoint_every_s": float(every)}
+
+
+def _writable(workdir: Path, out: Path | None = None) -> None:
+    """The workdir (and ``--out``'s folder) can be written, checked before any work."""
+    from repeval.paths import writable_dir
+
+    writable_dir(workdir, "--workdir")
+    if out is not None:
+        writable_dir(Path(out).expanduser().parent, f"The folder of --out {out}:")
+
+
 def _regularised(name: str) -> str:
     """``name`` with the command's --regularizer added (FAMILY+REGULARISER), validated."""
     import encoders
@@ -482,6 +518,7 @@ def _announce_budget(specs, budget) -> None:
 @spec_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and noise.")
 @snapshot_options
+@checkpoint_option
 @common_options
 def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, snapshot_list, no_snapshots, workdir,
           data_dir, allow_unverified):
@@ -501,8 +538,9 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
     if snapshots and spec.budget:
         snapshot_points(spec, snapshots)  # a bad value fails before the data loads
     _announce_budget([(spec, device)], budget)
+    _writable(workdir)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
-    checkpoint = train_spec(spec, ds, device, workdir, snapshots=snapshots)
+    checkpoint = train_spec(spec, ds, device, workdir, snapshots=snapshots, **_training_options())
     click.echo(str(checkpoint.path))
 
 
@@ -532,6 +570,7 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
 @click.option("--along-training", is_flag=True,
               help="Also probe every snapshot of each run (4,096, 8,192, ... images, and --snapshots), each "
                    "stored as the scores of its own shorter run: quality along training, from one run.")
+@checkpoint_option
 @common_options
 def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings, as_json,
         snapshot_list, no_snapshots, pack, along_training, workdir, data_dir, allow_unverified):
@@ -579,18 +618,21 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
         if spec.budget and snapshots:
             snapshot_points(spec, snapshots)  # a bad value fails before any work
     _announce_budget(specs, budget)
+    _writable(workdir)
     ds = _load_dataset(dataset, names, data_dir, allow_unverified)
+    training = _training_options()
     if pack if pack is not None else any(dev.startswith("cuda") for _, dev in specs):
         from repeval.packed import pack_groups, train_packed
 
         device_of = {s.run_id: dev for s, dev in specs}
         for group in pack_groups([s for s, _ in specs if s.budget and not s.external]):
             if len(group) > 1:
-                train_packed(group, ds, device_of[group[0].run_id], workdir, snapshots=snapshots)
+                train_packed(group, ds, device_of[group[0].run_id], workdir, snapshots=snapshots, **training)
     rows = []
     with Store.in_workdir(workdir) as store:
         for spec, dev in specs:  # a family without the --latent choice uses its default
-            common = dict(dataset=ds, device=dev, store=store, latent=_latent_for(spec, latent), overrides=overrides)
+            common = dict(dataset=ds, device=dev, store=store, latent=_latent_for(spec, latent), overrides=overrides,
+                          **training)
             rows += pipeline.run_one(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
             if along_training and spec.budget and not spec.external:
                 rows += pipeline.run_along_training(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
@@ -620,6 +662,7 @@ def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed
     _setup_process(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
     _announce_budget([(spec, device)], budget)
+    _writable(workdir, out)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
     checkpoint = train_spec(spec, ds, device, workdir)
     model = checkpoint.load_model(device)

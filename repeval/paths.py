@@ -18,14 +18,54 @@ def cache_dir() -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    A failure to write (a read-only or full disk, a missing permission) is a
+    :class:`~repeval.errors.UserError` naming the file; the old file, if any, is untouched."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise cannot_write(path, exc) from None
+
+
+def cannot_write(path: Path, exc: OSError):
+    """The :class:`~repeval.errors.UserError` for a file or folder that cannot be written."""
+    from repeval.errors import UserError
+
+    reason = exc.strerror or str(exc)
+    return UserError(f"Cannot write {path}: {reason}. Choose a writable location (for the workdir: --workdir DIR or "
+                     "REPEVAL_HOME), or fix the permissions or free disk space; nothing was changed there.")
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """``path`` as a folder this process can write into (created when missing), checked before
+    any work; a :class:`~repeval.errors.UserError` naming ``what`` (``--workdir``) otherwise."""
+    import tempfile
+
+    from repeval.errors import UserError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder. Give a folder (it is created when missing).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".repeval-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {path} is not writable ({exc.strerror or exc}). Choose a folder you can write to, "
+                        "or fix its permissions; nothing was written.") from None
+    return path
 
 
 def atomic_write_text(path: Path, text: str) -> None:

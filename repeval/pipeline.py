@@ -65,8 +65,9 @@ ONLINE_SETTINGS = {
 def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
             latent: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
             progress: bool = True, log: Callable[[str], Any] | None = None,
-            snapshots: Iterable[int] | None = ()) -> list[dict[str, Any]]:
-    """Train or reuse ``spec`` (writing ``snapshots`` as :class:`repeval.train.Trainer` does),
+            snapshots: Iterable[int] | None = (), checkpoint_every_s: float | None = None) -> list[dict[str, Any]]:
+    """Train or reuse ``spec`` (writing ``snapshots`` as :class:`repeval.train.Trainer` does, and
+    a checkpoint every ``checkpoint_every_s`` seconds: the trainer's default when None),
     probe it with ``tasks``, store and return the score rows."""
     from repeval import extract as ex
     from repeval.previews import write_previews
@@ -78,7 +79,8 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
         return run_outside(spec, tasks, dataset=dataset, device=device, workdir=workdir, store=store,
                            overrides=overrides, log=log)
 
-    checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log, snapshots=snapshots)
+    timing = {} if checkpoint_every_s is None else {"checkpoint_every_s": checkpoint_every_s}
+    checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log, snapshots=snapshots, **timing)
     store.record_run(spec.run_id, spec.to_dict(), checkpoint.provenance, str(checkpoint.path))
     model = checkpoint.load_model(device)
     latent = model.check_latent(latent)
@@ -96,8 +98,9 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
                 latents = ex.extract(checkpoint, dataset, latent, device, model=model)
             result = task.run(latents, settings, device)
         wall = time.perf_counter() - t0
-        scores = [Score(task=task_name, metric=m, value=float(v), latent=latent, settings=asdict(settings),
-                        details=result.details, wall_time_s=wall) for m, v in result.scores.items()]
+        scores = [Score(task=task_name, metric=m, value=v, latent=latent, settings=asdict(settings),
+                        details=result.details, wall_time_s=wall)
+                  for m, v in computable(spec, task_name, result, log).items()]
         if task_name == "linear" and model.learned:
             online = online_score(checkpoint.history)
             if online is not None:
@@ -165,10 +168,33 @@ def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdi
         else:
             result = task.run(outside.latents, settings, device)
         wall = time.perf_counter() - t0
-        store.add_scores(spec.run_id, [Score(task=task_name, metric=m, value=float(v), latent=outside.latent,
+        store.add_scores(spec.run_id, [Score(task=task_name, metric=m, value=v, latent=outside.latent,
                                              settings=asdict(settings), details=result.details, wall_time_s=wall)
-                                       for m, v in result.scores.items()])
+                                       for m, v in computable(spec, task_name, result, log).items()])
     return store.scores(run_id=spec.run_id, latent=outside.latent, task=tasks)
+
+
+def computable(spec: RunSpec, task_name: str, result, log: Callable[[str], Any] | None = None) -> dict[str, float]:
+    """The scores of ``result`` that are numbers, as floats. A score that could not be computed
+    (NaN or infinite: e.g. the lines benchmark's smoothness when every interpolation is
+    undefined) is refused, never stored as a number: a line on ``log`` says which and why."""
+    import math
+
+    say = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    out: dict[str, float] = {}
+    for metric, value in result.scores.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isfinite(number):
+            out[metric] = number
+            continue
+        undefined = result.details.get("n_undefined") if isinstance(result.details, dict) else None
+        why = f" ({undefined} of the interpolations have no defined value)" if undefined else ""
+        say(f"{spec.run_id}: {task_name} {metric} came out as {value!r}, which is no score{why}; it is not "
+            "stored. Check the run's latents (a diverged or collapsed model) and the task's settings.")
+    return out
 
 
 def _seeded(task, seed: int) -> dict[str, Any]:

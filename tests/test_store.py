@@ -145,7 +145,7 @@ def test_newer_schema_is_refused_with_upgrade_advice(tmp_path):
 def test_a_file_that_is_not_a_database_is_a_user_error(tmp_path):
     path = tmp_path / DB_FILENAME
     path.write_bytes(b"not a database at all, just some text" * 10)
-    with pytest.raises(UserError, match="Cannot use the results database .*move it away"):
+    with pytest.raises(UserError, match="The results database .* is damaged .*Move it away"):
         Store(path)
 
 
