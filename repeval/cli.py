@@ -502,6 +502,26 @@ def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: 
     return spec, device
 
 
+def _stored_scores(workdir: Path, **filters) -> list[dict[str, Any]]:
+    """The store's score rows; none (and no database created) when the workdir has no store."""
+    from repeval.store import DB_FILENAME, Store
+
+    if not (Path(workdir) / DB_FILENAME).is_file():
+        return []
+    with Store.in_workdir(workdir) as store:
+        return store.scores(**filters)
+
+
+def _check_settings(tasks: list[str], overrides: dict[str, dict[str, Any]], devices: set[str]) -> None:
+    """Every task's settings on every device of the command, with the --set overrides, checked
+    against their declared ranges now (the probes resolve them again when they run)."""
+    from repeval.probes import resolve_settings
+
+    for task in tasks:
+        for device in sorted(devices):
+            resolve_settings(task, device, overrides.get(task, {}))
+
+
 def _announce_budget(specs, budget) -> None:
     """The first line of output says when a CPU run uses the small default budget."""
     from repeval.specs import PAPER_BUDGET
@@ -611,6 +631,7 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
         choices = "; ".join(f"{n}: {', '.join(encoders.get(n).latents)}" for n in names)
         raise UserError(f"No chosen encoder has a latent {latent!r} ({choices}).")
     specs = [_resolve(name, dataset, latent_dim, budget, seed, device, hparams) for name in names for seed in seeds]
+    _check_settings(task_list, overrides, {dev for _, dev in specs})  # a bad --set fails before any work
     snapshots = _snapshots(snapshot_list, no_snapshots)
     if along_training and snapshots is None:
         raise UserError("--along-training probes a run's snapshots; --no-snapshots leaves none. Drop one of them.")
@@ -619,6 +640,8 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
             snapshot_points(spec, snapshots)  # a bad value fails before any work
     _announce_budget(specs, budget)
     _writable(workdir)
+    with Store.in_workdir(workdir) as store:
+        store.check_writable()  # a locked or damaged store fails here, before any training
     ds = _load_dataset(dataset, names, data_dir, allow_unverified)
     training = _training_options()
     if pack if pack is not None else any(dev.startswith("cuda") for _, dev in specs):
@@ -655,12 +678,17 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
 def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, latent, out, workdir, data_dir,
             allow_unverified):
     """Write a run's frozen latents to an .npz for your own analyses (trains if needed)."""
+    import encoders
     from repeval import data
     from repeval import extract as ex
     from repeval.train import train as train_spec
 
     _setup_process(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
+    family = encoders.get(spec.encoder)
+    if latent is not None and latent not in family.latents:
+        raise UserError(f"--latent {latent}: {spec.encoder} has no latent {latent!r}; choose one of "
+                        f"{', '.join(family.latents)}.")
     _announce_budget([(spec, device)], budget)
     _writable(workdir, out)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
@@ -683,11 +711,9 @@ def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed
 def results(fmt, dataset, encoder, task, workdir, data_dir, allow_unverified):
     """Print every stored score (one row per run, task and metric)."""
     from repeval.results import format_results
-    from repeval.store import Store
 
     filters = {k: v for k, v in {"dataset": dataset, "encoder": encoder, "task": task}.items() if v}
-    with Store.in_workdir(workdir) as store:
-        rows = store.scores(**filters)
+    rows = _stored_scores(workdir, **filters)
     if not rows and fmt == "table":
         click.echo(f"No scores in {workdir}. Run e.g. `repeval run --encoder acai --task kmeans` first.")
         return
@@ -718,12 +744,10 @@ def report(out, workdir, data_dir, allow_unverified):
 def check(baseline, write_baseline, workdir, data_dir, allow_unverified):
     """Gate CI on probe scores: exit 1 on any regression beyond tolerance or missing score."""
     from repeval import check as chk
-    from repeval.store import Store
 
     if (baseline is None) == (write_baseline is None):
         raise UserError("Give exactly one of --baseline FILE (compare) or --write-baseline FILE (create).")
-    with Store.in_workdir(workdir) as store:
-        rows = store.scores()
+    rows = _stored_scores(workdir)
     if write_baseline is not None:
         n = chk.write_baseline(rows, write_baseline)
         click.echo(f"wrote {n} baseline rows to {write_baseline}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -177,19 +178,27 @@ def _now() -> str:
 class Store:
     """Runs and scores in ``path`` (an SQLite file; parent directories are created).
 
-    Use as a context manager, or call :meth:`close`.
+    Use as a context manager, or call :meth:`close`. A database in a folder that cannot be
+    written (a read-only mount, an archive) is opened read-only: reading works, and a write
+    is a :class:`~repeval.errors.UserError` saying the workdir is read-only.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.timeout = busy_timeout_s()
+        self.read_only = self.path.is_file() and not os.access(self.path.parent, os.W_OK)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            if not self.read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            target = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1" if self.read_only else str(self.path)
+            self._conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, uri=self.read_only)
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"Cannot open the results database {self.path}: {exc}. "
                             "Check that the workdir (--workdir / REPEVAL_HOME) is writable.") from None
         try:
+            if self.read_only:  # nothing can change the file under us: read it as it is
+                self._check_schema()
+                return
             self._conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             self._enable_wal()
             # WAL + NORMAL: a commit survives a crash of the process; only a power cut may lose
@@ -223,6 +232,8 @@ class Store:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; it takes the write lock at once (waiting up to the timeout).
         An SQLite failure rolls it back and becomes a :func:`database_error`."""
+        if self.read_only:
+            raise database_error(self.path, sqlite3.OperationalError("the folder is read-only"), self.timeout)
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -239,6 +250,12 @@ class Store:
             if isinstance(exc, sqlite3.Error):
                 raise database_error(self.path, exc, self.timeout) from None
             raise
+
+    def check_writable(self) -> None:
+        """Take the write lock once and let it go, so a locked or read-only database fails
+        before a command does any work (:func:`database_error`)."""
+        with self._write():
+            pass
 
     def _check_schema(self) -> None:
         """Both tables are readable (a damaged file often fails only here, not at opening)."""

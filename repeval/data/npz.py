@@ -28,10 +28,11 @@ def _to_nchw32(x: np.ndarray, path: Path, key: str) -> tuple[np.ndarray, str]:
     if x.dtype != np.uint8:
         raise UserError(f"{path}: array {key!r} has dtype {x.dtype}, expected uint8 pixels 0-255. "
                         "Convert it with (x * 255).round().astype(np.uint8) if it holds floats in [0, 1].")
+    shape = x.shape
     if x.ndim == 3:
         x = x[:, :, :, None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[0] == 0:
-        raise UserError(f"{path}: array {key!r} has shape {x.shape}, expected N×H×W or N×H×W×C with "
+        raise UserError(f"{path}: array {key!r} has shape {shape}, expected N×H×W or N×H×W×C with "
                         "C = 1 or 3 and N > 0 (channels last).")
     x = x.transpose(0, 3, 1, 2)
     h, w = x.shape[2:]
@@ -53,8 +54,11 @@ def load_npz(path: Path) -> Dataset:
                         "np.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...).")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path} is not a readable .npz file ({exc}). Write it with np.savez.") from None
+    if not hasattr(z, "files"):
+        raise UserError(f"{path} holds a single array (.npy format), not named arrays. Write it with "
+                        "np.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...).")
     with z:
         missing = [k for k in KEYS if k not in z.files]
         if missing:
