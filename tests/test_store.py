@@ -278,3 +278,31 @@ def test_concurrent_writers_lose_no_row(tmp_path):
             assert got == {(f"m{b}", i, b + i / 10) for b in range(BATCHES) for i in range(PER_BATCH)}
         shared = {(r["settings"]["writer"], r["settings"]["batch"]) for r in store.scores(run_id="shared")}
         assert shared == {(w, b) for w in range(WORKERS) for b in range(BATCHES)}
+
+
+def test_scores_that_are_no_numbers_are_refused_before_anything_is_written(tmp_path):
+    with Store(tmp_path / DB_FILENAME) as store:
+        store.record_run("r1", {"encoder": "e", "dataset": "d", "latent_dim": 2, "seed": 0, "budget": 0}, {}, None)
+        good = Score("knn", "accuracy", 0.5, "map", {})
+        for bad in (Score("knn", "accuracy", float("inf"), "map", {}), Score("knn", "accuracy", "0.5", "map", {}),
+                    Score("knn", "", 0.5, "map", {}), Score("knn", "accuracy", True, "map", {}),
+                    Score("knn", "accuracy", 0.5, "map", settings=[1])):
+            with pytest.raises(ValueError, match="run 'r1'"):
+                store.add_scores("r1", [good, bad])
+        assert store.scores() == []
+
+
+def test_the_pipeline_stores_only_scores_that_could_be_computed():
+    """A NaN or infinite probe result (the lines benchmark's smoothness when no interpolation
+    is defined) is refused with a line saying why, never stored as a number."""
+    from repeval.pipeline import computable
+    from repeval.probes import Result
+    from repeval.specs import RunSpec
+
+    spec = RunSpec(encoder="acai", dataset="lines", latent_dim=64, depth=16, budget=64, seed=0)
+    said = []
+    kept = computable(spec, "interpolation", Result({"mean_distance": 0.01, "smoothness": float("nan")},
+                                                     {"n_undefined": 256}), said.append)
+    assert kept == {"mean_distance": 0.01} and isinstance(kept["mean_distance"], float)
+    assert len(said) == 1 and "interpolation smoothness came out as nan" in said[0]
+    assert "256 of the interpolations have no defined value" in said[0] and "not stored" in said[0]

@@ -310,3 +310,28 @@ def test_real_data_root_lists_mnist_and_cifar10_as_available(real_data_root):
     assert data.get("mnist").locate(options) is not None
     if (real_data_root / "cifar-10-batches-py").is_dir():
         assert data.get("cifar10").locate(options) is not None
+
+
+@pytest.mark.parametrize("y_train, y_test, message", [
+    ([0, 1, -1], [0], r"y_train holds negative labels \(-1 at 1 of 3 rows, first at row 2\)"),
+    ([4, 4, 4], [4], "every label in y_train is 4: the probes need at least two classes"),
+    ([0, 1, 1], [2], r"y_test holds the class\(es\) 2, which no image of y_train has"),
+])
+def test_npz_labels_are_classes_of_the_train_split(tmp_path, y_train, y_test, message):
+    """Labels are class numbers >= 0 (−1, "unlabelled", is no class), at least two classes in
+    train, and every test class among them: otherwise kNN scores 0.0 and k-means NMI 1.0."""
+    path = tmp_path / "labels.npz"
+    np.savez(path, x_train=np.zeros((3, 8, 8), np.uint8), y_train=np.array(y_train),
+             x_test=np.zeros((1, 8, 8), np.uint8), y_test=np.array(y_test))
+    with pytest.raises(UserError, match=message):
+        data.load(f"npz:{path}")
+
+
+def test_npz_object_arrays_are_refused_without_unpickling(tmp_path):
+    path = tmp_path / "objects.npz"
+    objects = np.empty(3, dtype=object)
+    objects[:] = [{"a": 1}, None, "x"]
+    np.savez(path, x_train=objects, y_train=np.arange(3), x_test=np.zeros((1, 8, 8), np.uint8), y_test=np.arange(1))
+    with pytest.raises(UserError, match="array 'x_train' holds Python objects \\(dtype object\\), which repeval never "
+                                        "unpickles"):
+        data.load(f"npz:{path}")
