@@ -377,7 +377,8 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
         rows.append({"name": name, "source": encoders.REGISTRY.source(name), "learned": family.learned,
                      "summary": family.summary,
                      "latent_dim": spec.latent_dim, "latents": dict(family.latents),
-                     "hparams": dict(family.hparams), "parameters": model.parameter_counts(),
+                     "hparams": dict(family.hparams), "hparam_ranges": _hparam_ranges(family),
+                     "parameters": model.parameter_counts(),
                      "regularisers": [r for r, reg in encoders.REGULARISERS.items()
                                       if name in encoders.REGISTRY.composable_with(reg)]})
     if as_json:
@@ -393,6 +394,14 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
         click.echo(f"{r['name']:<{width}} {r['latent_dim']:>5} {enc:>10,} {dec:>10,} {other:>24}  "
                    f"{'/'.join(r['latents']):<22} {r['source']}")
     _echo_compositions()
+
+
+def _hparam_ranges(family) -> dict[str, str]:
+    """Each hyper-parameter's declared range, as the phrase a --hparam error would use."""
+    from repeval.ranges import implied
+
+    declared = getattr(family, "hparam_ranges", {}) or {}
+    return {name: (declared.get(name) or implied(default)).describe() for name, default in family.hparams.items()}
 
 
 def _echo_compositions() -> None:
@@ -423,7 +432,8 @@ def tasks_cmd(as_json: bool):
     rows = [{"name": name, "source": TASKS.source(name), "summary": task.summary,
              "needs_model": task.needs_model, "requires": sorted(task.requires),
              "datasets": [e.name for e in DATASETS.values() if task.applies_to(e)] if task.requires else "all",
-             "metrics": [{**asdict(m), "tolerance": asdict(m.tolerance)} for m in task.metrics]}
+             "metrics": [{**asdict(m), "tolerance": asdict(m.tolerance)} for m in task.metrics],
+             "settings": _setting_ranges(task.settings)}
             for name, task in TASKS.items()]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
@@ -434,6 +444,17 @@ def tasks_cmd(as_json: bool):
         for m in r["metrics"]:
             tol = ", ".join(f"{k} {v:g}" for k, v in m["tolerance"].items() if v) or "exact"
             click.echo(f"    {m['name']:<16} {m['direction']:<6} is better; check tolerance {tol}")
+
+
+def _setting_ranges(settings_cls) -> dict[str, str]:
+    """Each --set setting of a task with its declared range (what `repeval tasks --json` lists)."""
+    import dataclasses
+
+    from repeval.ranges import declared_setting_ranges, implied
+
+    defaults = {f.name: f.default for f in dataclasses.fields(settings_cls)}
+    declared = declared_setting_ranges(settings_cls)
+    return {name: (r or implied(defaults[name])).describe() for name, r in declared.items()}
 
 
 # ------------------------------------------------------------------------------ train
