@@ -335,3 +335,24 @@ def test_npz_object_arrays_are_refused_without_unpickling(tmp_path):
     with pytest.raises(UserError, match="array 'x_train' holds Python objects \\(dtype object\\), which repeval never "
                                         "unpickles"):
         data.load(f"npz:{path}")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"x_train": np.full((4, 1, 32, 32), np.nan, np.float32)}, "train images are torch.float32 with NaN"),
+    ({"x_test": np.zeros((4, 3, 32, 32), np.uint8)}, "train images have 1 channels, test images 3"),
+    ({"y_train": np.array([0, 1, 0, 7])}, "train labels run from 0 to 7, outside 0..2"),
+    ({"y_train": np.zeros(4, int), "y_test": np.zeros(4, int)}, "every train label is 0"),
+    ({"y_test": np.array([0, 1, 2, 2])}, r"test labels hold class\(es\) 2 that no train image has"),
+])
+def test_every_loaded_dataset_is_checked_whatever_its_loader(change, message):
+    """A plugin's loader is trusted no more than a user's npz: what it returns is checked once."""
+    from repeval.data import DatasetEntry
+    from repeval.data.base import make_dataset
+
+    arrays = {"x_train": np.zeros((4, 1, 32, 32), np.uint8), "y_train": np.array([0, 1, 0, 1]),
+              "x_test": np.zeros((4, 1, 32, 32), np.uint8), "y_test": np.array([1, 0, 1, 0]), **change}
+    entry = DatasetEntry("mine", "a plugin's", 1, 3, 4, 4, depth=16, latent_dims=(32,),
+                         loader=lambda options: make_dataset("mine", num_classes=3, info={}, **arrays),
+                         locate=lambda options: None)
+    with pytest.raises(UserError, match=f"Dataset 'mine': (the )?{message}"):
+        entry.load(DataOptions())
