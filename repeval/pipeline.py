@@ -175,9 +175,11 @@ def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdi
 
 
 def computable(spec: RunSpec, task_name: str, result, log: Callable[[str], Any] | None = None) -> dict[str, float]:
-    """The scores of ``result`` that are numbers, as floats. A score that could not be computed
-    (NaN or infinite: e.g. the lines benchmark's smoothness when every interpolation is
-    undefined) is refused, never stored as a number: a line on ``log`` says which and why."""
+    """The scores of ``result`` to store, as floats. A score that could not be computed is never
+    stored as a number, and a line on ``log`` says which and why: NaN (undefined, e.g. the
+    lines benchmark's smoothness when no interpolation's angle moves) is stored as "no
+    number" (SQL NULL; the report shows it as undefined and ``repeval check`` treats a number
+    against it as a change); an infinite value, or one that is no number at all, is refused."""
     import math
 
     say = log or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -186,14 +188,18 @@ def computable(spec: RunSpec, task_name: str, result, log: Callable[[str], Any] 
         try:
             number = float(value)
         except (TypeError, ValueError):
-            number = math.nan
-        if math.isfinite(number):
+            number = None
+        if number is not None and math.isfinite(number):
             out[metric] = number
             continue
         undefined = result.details.get("n_undefined") if isinstance(result.details, dict) else None
         why = f" ({undefined} of the interpolations have no defined value)" if undefined else ""
-        say(f"{spec.run_id}: {task_name} {metric} came out as {value!r}, which is no score{why}; it is not "
-            "stored. Check the run's latents (a diverged or collapsed model) and the task's settings.")
+        kept = number is not None and math.isnan(number)
+        if kept:
+            out[metric] = math.nan
+        say(f"{spec.run_id}: {task_name} {metric} came out as {value!r}, which is no score{why}; "
+            + ("it is stored as undefined (no number)." if kept else "it is not stored.")
+            + " Check the run's latents (a diverged or collapsed model) and the task's settings.")
     return out
 
 

@@ -292,17 +292,22 @@ def test_scores_that_are_no_numbers_are_refused_before_anything_is_written(tmp_p
         assert store.scores() == []
 
 
-def test_the_pipeline_stores_only_scores_that_could_be_computed():
-    """A NaN or infinite probe result (the lines benchmark's smoothness when no interpolation
-    is defined) is refused with a line saying why, never stored as a number."""
+def test_the_pipeline_never_stores_a_score_that_could_not_be_computed_as_a_number():
+    """An undefined probe result (NaN: the lines benchmark's smoothness when no interpolation
+    is defined) is kept as "no number", an infinite or non-numeric one refused; both with a
+    line saying why."""
     from repeval.pipeline import computable
     from repeval.probes import Result
     from repeval.specs import RunSpec
 
     spec = RunSpec(encoder="acai", dataset="lines", latent_dim=64, depth=16, budget=64, seed=0)
     said = []
-    kept = computable(spec, "interpolation", Result({"mean_distance": 0.01, "smoothness": float("nan")},
-                                                     {"n_undefined": 256}), said.append)
-    assert kept == {"mean_distance": 0.01} and isinstance(kept["mean_distance"], float)
-    assert len(said) == 1 and "interpolation smoothness came out as nan" in said[0]
-    assert "256 of the interpolations have no defined value" in said[0] and "not stored" in said[0]
+    kept = computable(spec, "interpolation", Result({"mean_distance": 0.01, "smoothness": float("nan"),
+                                                     "other": float("inf"), "text": "high"},
+                                                    {"n_undefined": 256}), said.append)
+    assert kept.keys() == {"mean_distance", "smoothness"} and kept["mean_distance"] == 0.01
+    assert math.isnan(kept["smoothness"])
+    assert len(said) == 3 and "interpolation smoothness came out as nan" in said[0]
+    assert "256 of the interpolations have no defined value" in said[0] and "stored as undefined" in said[0]
+    assert "other came out as inf" in said[1] and "it is not stored" in said[1]
+    assert "text came out as 'high'" in said[2] and "it is not stored" in said[2]
