@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from encoders.base import Arch, DecoderInput, Step, count
 from encoders.layers import ConvAutoencoder, dense, lrelu, mse
+from repeval.ranges import POSITIVE
 
 DISC_LAYERS = (100, 100)  # the official flag disc_layer_sizes='100,100'
 
@@ -26,6 +27,7 @@ class AAE(ConvAutoencoder):
     name = "aae"
     summary = "adversarial autoencoder, N(0, I) prior on the latent map"
     hparams = {"adversary_lr": 1e-4}
+    hparam_ranges = {"adversary_lr": POSITIVE.means("the discriminator's Adam learning rate")}
     latents = {"map": "the flattened encoder map f(x)"}
 
     def __init__(self, arch: Arch, **hparams):

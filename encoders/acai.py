@@ -18,6 +18,11 @@ from encoders.base import Arch, Autoencoder, DecoderInput, Step, count
 from encoders.layers import ConvAutoencoder, Encoder, mse
 from encoders.registry import register_regulariser
 from encoders.regularisers import Regulariser
+from repeval.ranges import NON_NEGATIVE, NON_NEGATIVE_INT, Float
+
+HPARAM_RANGES = {"advweight": NON_NEGATIVE.means("lambda, the weight of the critic term in the autoencoder's loss"),
+                 "advdepth": NON_NEGATIVE_INT.means("the critic's first-layer width; 0 = the autoencoder's"),
+                 "reg": Float(0, 1).means("gamma, how the critic's regulariser mixes x with its reconstruction")}
 
 
 class ACAI(ConvAutoencoder):
@@ -40,6 +45,7 @@ class ACAI(ConvAutoencoder):
     name = "acai"
     summary = "adversarial critic on latent interpolations (lambda=0.5, gamma=0.2)"
     hparams = {"advweight": 0.5, "advdepth": 0, "reg": 0.2}
+    hparam_ranges = HPARAM_RANGES
     latents = {"map": "the flattened encoder map f(x)"}
 
     def __init__(self, arch: Arch, **hparams):
@@ -125,6 +131,7 @@ class AcaiRegulariser(Regulariser):
     name = "acai"
     summary = "ACAI's critic on decoded latent interpolations (lambda=0.5, gamma=0.2)"
     hparams = dict(ACAI.hparams)
+    hparam_ranges = HPARAM_RANGES
     modules = ("critic",)
 
     def attach(self, model: Autoencoder) -> None:

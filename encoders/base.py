@@ -103,6 +103,9 @@ class Autoencoder(nn.Module):
     learned: ClassVar[bool] = True
     # hyper-parameter -> paper default; a RunSpec records the resolved values
     hparams: ClassVar[dict[str, Any]] = {}
+    # hyper-parameter -> the values it accepts (repeval.ranges.Range), checked once when a run is
+    # specified (--hparam); every hyper-parameter declares one (tests/encoders/test_encoder_contract.py)
+    hparam_ranges: ClassVar[dict[str, Any]] = {}
     # latent choice -> what it is; the first is the default
     latents: ClassVar[dict[str, str]] = {"map": "the flattened encoder map (clean input)"}
     # dataset name -> default latent size, where the paper's default differs from the dataset's

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from encoders.base import DecoderInput, Step
 from encoders.layers import ConvAutoencoder
+from repeval.ranges import NON_NEGATIVE
 
 
 class Denoising(ConvAutoencoder):
@@ -20,6 +21,7 @@ class Denoising(ConvAutoencoder):
     name = "denoising"
     summary = "reconstructs x from x + N(0, 1) noise"
     hparams = {"noise": 1.0}
+    hparam_ranges = {"noise": NON_NEGATIVE.means("the standard deviation of the input noise, in the [-1, 1] scale")}
     latents = {"map": "the flattened encoder map of the clean input f(x)"}
 
     def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:

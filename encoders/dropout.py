@@ -7,6 +7,7 @@ from torch import Tensor
 
 from encoders.base import DecoderInput, Step
 from encoders.layers import ConvAutoencoder
+from repeval.ranges import PROBABILITY
 
 
 class Dropout(ConvAutoencoder):
@@ -22,6 +23,7 @@ class Dropout(ConvAutoencoder):
     name = "dropout"
     summary = "latent dropout during training (keep probability 0.5)"
     hparams = {"keep_prob": 0.5}
+    hparam_ranges = {"keep_prob": PROBABILITY.means("the probability of keeping a latent unit in training")}
     latents = {"map": "the flattened, un-dropped encoder map f(x)"}
 
     def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:

@@ -33,7 +33,8 @@ class Regulariser:
     """A loss on the latent, added to any composable family (subclass and register an instance).
 
     ``name`` is the suffix users type (``vae+acai``); ``hparams`` its hyper-parameters with
-    their defaults (merged with the family's); ``modules`` the attribute names of the
+    their defaults (merged with the family's) and ``hparam_ranges`` the values each accepts
+    (:mod:`repeval.ranges`); ``modules`` the attribute names of the
     modules :meth:`attach` adds (their parameters leave the family's groups and form the
     regulariser's own).
     """
@@ -41,6 +42,7 @@ class Regulariser:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     hparams: ClassVar[dict[str, Any]] = {}
+    hparam_ranges: ClassVar[dict[str, Any]] = {}
     modules: ClassVar[tuple[str, ...]] = ()
 
     def attach(self, model: Autoencoder) -> None:
@@ -97,6 +99,7 @@ def compose(family: type[Autoencoder], regulariser: Regulariser) -> type[Autoenc
         name = f"{family.name}+{reg.name}"
         summary = f"{family.summary}; + {reg.summary}"
         hparams = {**family.hparams, **reg.hparams}
+        hparam_ranges = {**getattr(family, "hparam_ranges", {}), **getattr(reg, "hparam_ranges", {})}
         regulariser = reg
         base_family = family
 

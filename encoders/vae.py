@@ -8,6 +8,7 @@ from torch import Tensor
 
 from encoders.base import Arch, DecoderInput, Step, count
 from encoders.layers import ConvAutoencoder, dense, full_precision
+from repeval.ranges import NON_NEGATIVE
 
 
 class VAE(ConvAutoencoder):
@@ -33,6 +34,7 @@ class VAE(ConvAutoencoder):
     name = "vae"
     summary = "variational autoencoder, Bernoulli likelihood, beta=1"
     hparams = {"beta": 1.0}
+    hparam_ranges = {"beta": NON_NEGATIVE.means("the weight of the KL term")}
     latents = {"mean": "the posterior mean mu",
                "sample": "a random posterior sample mu + sigma*eps (the official code's latent)"}
 

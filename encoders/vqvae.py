@@ -10,6 +10,7 @@ from torch import Tensor
 
 from encoders.base import Arch, DecoderInput, Step, count
 from encoders.layers import ConvAutoencoder, dense, full_precision, mse
+from repeval.ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Float, Int
 
 
 class VQVAE(ConvAutoencoder):
@@ -45,6 +46,12 @@ class VQVAE(ConvAutoencoder):
     summary = "vector-quantised bottleneck, 10 codes from a 2^14 EMA codebook"
     hparams = {"z_log_size": 14, "num_latents": 10, "beta": 10.0, "decay": 0.999, "epsilon": 1e-5,
                "filter_size": 512}
+    hparam_ranges = {"z_log_size": Int(1, 20).means("log2 of the codebook size"),
+                     "num_latents": POSITIVE_INT.means("codes per image"),
+                     "beta": NON_NEGATIVE.means("the weight of the commitment loss"),
+                     "decay": Float(0, 1, high_open=True).means("the EMA decay of the codebook"),
+                     "epsilon": POSITIVE.means("the Laplace smoothing of the codebook counts"),
+                     "filter_size": POSITIVE_INT.means("the width of the dense head after quantisation")}
     latents = {"continuous": "the flattened encoder map before projection and quantisation",
                "quantized": "the num_latents selected codebook vectors, concatenated"}
     default_latent_dims = {"lines": 256}  # the paper's lines VQ-VAE used a 4x4x16 map (docs/protocol.md §3.9)

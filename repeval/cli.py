@@ -165,6 +165,16 @@ def outside_options(f):
     return command
 
 
+# ------------------------------------------------------------------------------ writable places
+def _writable(workdir: Path, out: Path | None = None) -> None:
+    """The workdir (and ``--out``'s folder) can be written, checked before any work."""
+    from repeval.paths import writable_dir
+
+    writable_dir(workdir, "--workdir")
+    if out is not None:
+        writable_dir(Path(out).expanduser().parent, f"The folder of --out {out}:")
+
+
 def _regularised(name: str) -> str:
     """``name`` with the command's --regularizer added (FAMILY+REGULARISER), validated."""
     import encoders
@@ -341,7 +351,8 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
         rows.append({"name": name, "source": encoders.REGISTRY.source(name), "learned": family.learned,
                      "summary": family.summary,
                      "latent_dim": spec.latent_dim, "latents": dict(family.latents),
-                     "hparams": dict(family.hparams), "parameters": model.parameter_counts(),
+                     "hparams": dict(family.hparams), "hparam_ranges": _hparam_ranges(family),
+                     "parameters": model.parameter_counts(),
                      "regularisers": [r for r, reg in encoders.REGULARISERS.items()
                                       if name in encoders.REGISTRY.composable_with(reg)]})
     if as_json:
@@ -357,6 +368,14 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
         click.echo(f"{r['name']:<{width}} {r['latent_dim']:>5} {enc:>10,} {dec:>10,} {other:>24}  "
                    f"{'/'.join(r['latents']):<22} {r['source']}")
     _echo_compositions()
+
+
+def _hparam_ranges(family) -> dict[str, str]:
+    """Each hyper-parameter's declared range, as the phrase a --hparam error would use."""
+    from repeval.ranges import implied
+
+    declared = getattr(family, "hparam_ranges", {}) or {}
+    return {name: (declared.get(name) or implied(default)).describe() for name, default in family.hparams.items()}
 
 
 def _echo_compositions() -> None:
@@ -387,7 +406,8 @@ def tasks_cmd(as_json: bool):
     rows = [{"name": name, "source": TASKS.source(name), "summary": task.summary,
              "needs_model": task.needs_model, "requires": sorted(task.requires),
              "datasets": [e.name for e in DATASETS.values() if task.applies_to(e)] if task.requires else "all",
-             "metrics": [{**asdict(m), "tolerance": asdict(m.tolerance)} for m in task.metrics]}
+             "metrics": [{**asdict(m), "tolerance": asdict(m.tolerance)} for m in task.metrics],
+             "settings": _setting_ranges(task.settings)}
             for name, task in TASKS.items()]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
@@ -398,6 +418,17 @@ def tasks_cmd(as_json: bool):
         for m in r["metrics"]:
             tol = ", ".join(f"{k} {v:g}" for k, v in m["tolerance"].items() if v) or "exact"
             click.echo(f"    {m['name']:<16} {m['direction']:<6} is better; check tolerance {tol}")
+
+
+def _setting_ranges(settings_cls) -> dict[str, str]:
+    """Each --set setting of a task with its declared range (what `repeval tasks --json` lists)."""
+    import dataclasses
+
+    from repeval.ranges import declared_setting_ranges, implied
+
+    defaults = {f.name: f.default for f in dataclasses.fields(settings_cls)}
+    declared = declared_setting_ranges(settings_cls)
+    return {name: (r or implied(defaults[name])).describe() for name, r in declared.items()}
 
 
 # ------------------------------------------------------------------------------ train
@@ -466,6 +497,26 @@ def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: 
     return spec, device
 
 
+def _stored_scores(workdir: Path, **filters) -> list[dict[str, Any]]:
+    """The store's score rows; none (and no database created) when the workdir has no store."""
+    from repeval.store import DB_FILENAME, Store
+
+    if not (Path(workdir) / DB_FILENAME).is_file():
+        return []
+    with Store.in_workdir(workdir) as store:
+        return store.scores(**filters)
+
+
+def _check_settings(tasks: list[str], overrides: dict[str, dict[str, Any]], devices: set[str]) -> None:
+    """Every task's settings on every device of the command, with the --set overrides, checked
+    against their declared ranges now (the probes resolve them again when they run)."""
+    from repeval.probes import resolve_settings
+
+    for task in tasks:
+        for device in sorted(devices):
+            resolve_settings(task, device, overrides.get(task, {}))
+
+
 def _announce_budget(specs, budget) -> None:
     """The first line of output says when a CPU run uses the small default budget."""
     from repeval.specs import PAPER_BUDGET
@@ -478,10 +529,11 @@ def _announce_budget(specs, budget) -> None:
 
 def checkpoint_option(f):
     """``--checkpoint-every SECONDS`` (train, run, sweep): the trainer's checkpoint interval."""
-    return click.option("--checkpoint-every", "checkpoint_every", type=click.FloatRange(min=0), default=None,
-                        metavar="SECONDS",
+    return click.option("--checkpoint-every", "checkpoint_every", type=click.FloatRange(min=0, max=1e9), default=None,
+                        metavar="SECONDS", envvar="REPEVAL_CHECKPOINT_EVERY", show_envvar=True,
                         help="Save a training checkpoint at most this often (default 300 s; 0: at every "
-                             "log point). Ctrl-C and SIGTERM always checkpoint first.")(f)
+                             "log point), so a crash or kill -9 loses at most that much training. Ctrl-C and "
+                             "SIGTERM always checkpoint first.")(f)
 
 
 @main.command()
@@ -510,6 +562,7 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
     if snapshots and spec.budget:
         snapshot_points(spec, snapshots)  # a bad value fails before the data loads
     _announce_budget([(spec, device)], budget)
+    _writable(workdir)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
     every = {} if checkpoint_every is None else {"checkpoint_every_s": checkpoint_every}
     checkpoint = train_spec(spec, ds, device, workdir, snapshots=snapshots, **every)
@@ -605,6 +658,7 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
         choices = "; ".join(f"{n}: {', '.join(encoders.get(n).latents)}" for n in names)
         raise UserError(f"No chosen encoder has a latent {latent!r} ({choices}).")
     specs = [_resolve(name, dataset, latent_dim, budget, seed, device, hparams) for name in names for seed in seeds]
+    _check_settings(task_list, overrides, {dev for _, dev in specs})  # a bad --set fails before any work
     snapshots = _snapshots(snapshot_list, no_snapshots)
     if along_training and snapshots is None:
         raise UserError("--along-training probes a run's snapshots; --no-snapshots leaves none. Drop one of them.")
@@ -613,6 +667,10 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
             snapshot_points(spec, snapshots)  # a bad value fails before any work
     claim = _claim_job(job_run_id, specs, workdir) if job_run_id is not None else contextlib.nullcontext()
     _announce_budget(specs, budget)
+    _writable(workdir)
+    if not no_store:
+        with Store.in_workdir(workdir) as store:
+            store.check_writable()  # a locked or damaged store fails here, before any training
     rows = []
     with claim:
         ds = _load_dataset(dataset, names, data_dir, allow_unverified)
@@ -688,13 +746,19 @@ def _probe_seeds(default: int, overrides: dict[str, dict[str, Any]]) -> dict[str
 def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, latent, out, workdir, data_dir,
             allow_unverified):
     """Write a run's frozen latents to an .npz for your own analyses (trains if needed)."""
+    import encoders
     from repeval import data
     from repeval import extract as ex
     from repeval.train import train as train_spec
 
     _setup_process(threads)
     spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
+    family = encoders.get(spec.encoder)
+    if latent is not None and latent not in family.latents:
+        raise UserError(f"--latent {latent}: {spec.encoder} has no latent {latent!r}; choose one of "
+                        f"{', '.join(family.latents)}.")
     _announce_budget([(spec, device)], budget)
+    _writable(workdir, out)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
     checkpoint = train_spec(spec, ds, device, workdir)
     model = checkpoint.load_model(device)
@@ -715,11 +779,9 @@ def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed
 def results(fmt, dataset, encoder, task, workdir, data_dir, allow_unverified):
     """Print every stored score (one row per run, task and metric)."""
     from repeval.results import format_results
-    from repeval.store import Store
 
     filters = {k: v for k, v in {"dataset": dataset, "encoder": encoder, "task": task}.items() if v}
-    with Store.in_workdir(workdir) as store:
-        rows = store.scores(**filters)
+    rows = _stored_scores(workdir, **filters)
     if not rows and fmt == "table":
         click.echo(f"No scores in {workdir}. Run e.g. `repeval run --encoder acai --task kmeans` first.")
         return
@@ -786,12 +848,10 @@ def report(out, workdir, data_dir, allow_unverified):
 def check(baseline, write_baseline, workdir, data_dir, allow_unverified):
     """Gate CI on probe scores: exit 1 on any regression beyond tolerance or missing score."""
     from repeval import check as chk
-    from repeval.store import Store
 
     if (baseline is None) == (write_baseline is None):
         raise UserError("Give exactly one of --baseline FILE (compare) or --write-baseline FILE (create).")
-    with Store.in_workdir(workdir) as store:
-        rows = store.scores()
+    rows = _stored_scores(workdir)
     if write_baseline is not None:
         n = chk.write_baseline(rows, write_baseline)
         click.echo(f"wrote {n} baseline rows to {write_baseline}")

@@ -19,11 +19,17 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if is_cuda(device) and not torch.cuda.is_available():
+    kind, colon, index = str(device).partition(":")
+    if device == "cpu":
+        return device
+    if kind != "cuda" or (colon and not index.isdigit()):
+        raise UserError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N.")
+    if not torch.cuda.is_available():
         raise UserError(f"--device {device} was requested but torch sees no CUDA device "
                         f"(torch {torch.__version__}). Use --device cpu or --device auto.")
-    if device != "cpu" and not is_cuda(device):
-        raise UserError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N.")
+    if colon and int(index) >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0. "
+                        "Give --device cuda (the first) or cuda:N with a smaller N.")
     return device
 
 

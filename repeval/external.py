@@ -344,7 +344,6 @@ def prepare(spec: RunSpec, dataset, device: str, workdir: Path) -> Outside:
     """Check an outside encoder against the data, then write its run directory; see the module
     docstring. ``dataset`` is the loaded dataset (``None`` for embeddings grouped under a name
     that is no registered dataset)."""
-    import numpy as np
 
     from repeval import extract as ex
     from repeval import provenance
@@ -378,9 +377,9 @@ def prepare(spec: RunSpec, dataset, device: str, workdir: Path) -> Outside:
         latent = "embedding"
         digest = weights_digest(model.state_dict())
         file = path / "latents" / f"{latent}-{digest}-{dataset.fingerprint}.npz"
-        if file.is_file():
-            with np.load(file, allow_pickle=False) as z:
-                latents = Latents(z["z_train"], z["y_train"], z["z_test"], z["y_test"], dataset.num_classes)
+        cached = ex.read_cache(file, dataset.num_classes) if file.is_file() else None
+        if cached is not None:
+            latents = cached
         else:
             z_train = ex.encode(model, dataset.train.x, latent, device)
             _finite_latents(z_train, "train", where)

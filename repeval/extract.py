@@ -45,14 +45,31 @@ def extract(checkpoint: Checkpoint, dataset: Dataset, latent: str | None, device
     digest = weights_digest(model.state_dict())
     cache = checkpoint.path / "latents" / f"{latent}-{digest}-{dataset.fingerprint}.npz"
     if cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            return Latents(z["z_train"], z["y_train"], z["z_test"], z["y_test"], dataset.num_classes)
+        cached = read_cache(cache, dataset.num_classes)
+        if cached is not None:
+            return cached
     z_train = encode(model, dataset.train.x, latent, device, batch_size)
     z_test = encode(model, dataset.test.x, latent, device, batch_size)
     latents = Latents(z_train, dataset.train.y.cpu().numpy(), z_test, dataset.test.y.cpu().numpy(),
                       dataset.num_classes)
     write_npz(cache, latents, {"latent": latent, "weights": digest, "data": dataset.fingerprint})
     return latents
+
+
+def read_cache(path: Path, num_classes: int) -> Latents | None:
+    """Cached latents, or None (with a line on stderr) when the file cannot be read: a damaged
+    cache is recomputed, never trusted."""
+    import sys
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = [z[k] for k in ("z_train", "y_train", "z_test", "y_test")]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        print(f"warning: the cached latents {path} cannot be read ({exc}); computing them again.", file=sys.stderr,
+              flush=True)
+        return None
+    return Latents(*arrays, num_classes)
 
 
 def write_npz(path: Path, latents, meta: dict) -> None:

@@ -18,8 +18,9 @@ class Latents:
     """Frozen latents of both splits: ``z_*`` float32 ``(N, D)``, ``y_*`` int64 ``(N,)``.
 
     Inputs are validated and converted on construction (contiguous float32 / int64); a
-    latent with NaN or infinite values, mismatched sizes or labels outside
-    ``[0, num_classes)`` raises :class:`~repeval.errors.UserError`.
+    latent with NaN or infinite values, mismatched sizes, labels outside
+    ``[0, num_classes)``, fewer than two classes among the train labels, or a test class
+    that no train label has raises :class:`~repeval.errors.UserError`.
     """
 
     z_train: np.ndarray
@@ -29,8 +30,9 @@ class Latents:
     num_classes: int
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise UserError(f"num_classes must be at least 1, got {self.num_classes}.")
+        if self.num_classes < 2:
+            raise UserError(f"The probes need at least two classes; these latents have num_classes = "
+                            f"{self.num_classes}. Give labels of two or more classes.")
         for split in ("train", "test"):
             z = np.ascontiguousarray(getattr(self, f"z_{split}"), dtype=np.float32)
             y = np.ascontiguousarray(getattr(self, f"y_{split}")).astype(np.int64, copy=False)
@@ -50,6 +52,15 @@ class Latents:
                 )
             object.__setattr__(self, f"z_{split}", z)
             object.__setattr__(self, f"y_{split}", y)
+        present = np.unique(self.y_train)
+        if len(present) < 2:
+            raise UserError(f"Every train label is {int(present[0])}: the probes need at least two classes among "
+                            "the train labels (with one, every clustering and classification is trivially perfect).")
+        unseen = np.setdiff1d(np.unique(self.y_test), present)
+        if len(unseen):
+            raise UserError(f"The test labels hold class(es) {', '.join(map(str, unseen[:8].tolist()))} that no train "
+                            "label has; a probe fitted on the train split cannot predict them. Every test class must "
+                            "appear among the train labels.")
         if self.z_train.shape[1] != self.z_test.shape[1]:
             raise UserError(
                 f"train and test latents differ in size ({self.z_train.shape[1]} vs "

@@ -34,19 +34,61 @@ def temp_name(path: Path) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    A failure to write (a read-only or full disk, a missing permission) is a
+    :class:`~repeval.errors.UserError` naming the file; the old file, if any, is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        _discard(tmp)
+        raise cannot_write(path, exc) from None
+    except BaseException:  # Ctrl-C mid-write: no temporary file left behind
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def cannot_write(path: Path, exc: OSError):
+    """The :class:`~repeval.errors.UserError` for a file or folder that cannot be written."""
+    from repeval.errors import UserError
+
+    reason = exc.strerror or str(exc)
+    return UserError(f"Cannot write {path}: {reason}. Choose a writable location (for the workdir: --workdir DIR or "
+                     "REPEVAL_HOME), or fix the permissions or free disk space; nothing was changed there.")
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """``path`` as a folder this process can write into (created when missing), checked before
+    any work; a :class:`~repeval.errors.UserError` naming ``what`` (``--workdir``) otherwise."""
+    import tempfile
+
+    from repeval.errors import UserError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder. Give a folder (it is created when missing).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".repeval-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {path} is not writable ({exc.strerror or exc}). Choose a folder you can write to, "
+                        "or fix its permissions; nothing was written.") from None
+    return path
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -112,7 +112,7 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
                 result = task.run(latents, settings, device)
             wall = time.perf_counter() - t0
             at = record.now()
-            scores = _scores(task_name, result, latent, settings, index, wall, at)
+            scores = _scores(spec, task_name, result, latent, settings, index, wall, at, log)
             if task_name == "linear" and model.learned:
                 online = online_score(checkpoint.history)
                 if online is not None:
@@ -137,13 +137,16 @@ def _probe_settings(task_name: str, seed: int, device: str, overrides: dict[str,
             for index in range(count)]
 
 
-def _scores(task_name: str, result, latent: str, settings, index: int | None, wall: float, at: str) -> list:
+def _scores(spec: RunSpec, task_name: str, result, latent: str, settings, index: int | None, wall: float, at: str,
+            log: Callable[[str], Any] | None) -> list:
+    """The rows of one probe result (only its :func:`computable` scores), marked with the
+    probe-seed index when the task has a seed."""
     from repeval.store import Score
 
     marker = {} if index is None else {"probe_seed": index}
-    return [Score(task=task_name, metric=m, value=float(v), latent=latent, settings=asdict(settings),
+    return [Score(task=task_name, metric=m, value=v, latent=latent, settings=asdict(settings),
                   details={**result.details, **result.metric_details.get(m, {}), **marker}, wall_time_s=wall,
-                  created_at=at) for m, v in result.scores.items()]
+                  created_at=at) for m, v in computable(spec, task_name, result, log).items()]
 
 
 class _Record:
@@ -247,7 +250,7 @@ def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdi
             else:
                 result = task.run(outside.latents, settings, device)
             wall = time.perf_counter() - t0
-            record.add(_scores(task_name, result, outside.latent, settings, index, wall, record.now()))
+            record.add(_scores(spec, task_name, result, outside.latent, settings, index, wall, record.now(), log))
     return record.rows(latent=outside.latent, task=tasks)
 
 
@@ -255,3 +258,32 @@ def _has_seed(task) -> bool:
     """Probes with a seed take the run's seed (or probe seeds derived from it), so training
     seeds spread the probes as well as training."""
     return any(f.name == "seed" for f in fields(task.settings))
+
+
+def computable(spec: RunSpec, task_name: str, result, log: Callable[[str], Any] | None = None) -> dict[str, float]:
+    """The scores of ``result`` to store, as floats. A score that could not be computed is never
+    stored as a number, and a line on ``log`` says which and why: NaN (undefined, e.g. the
+    lines benchmark's smoothness when no interpolation's angle moves) is stored as "no
+    number" (SQL NULL; the report shows it as undefined and ``repeval check`` treats a number
+    against it as a change); an infinite value, or one that is no number at all, is refused."""
+    import math
+
+    say = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    out: dict[str, float] = {}
+    for metric, value in result.scores.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is not None and math.isfinite(number):
+            out[metric] = number
+            continue
+        undefined = result.details.get("n_undefined") if isinstance(result.details, dict) else None
+        why = f" ({undefined} of the interpolations have no defined value)" if undefined else ""
+        kept = number is not None and math.isnan(number)
+        if kept:
+            out[metric] = math.nan
+        say(f"{spec.run_id}: {task_name} {metric} came out as {value!r}, which is no score{why}; "
+            + ("it is stored as undefined (no number)." if kept else "it is not stored.")
+            + " Check the run's latents (a diverged or collapsed model) and the task's settings.")
+    return out

@@ -16,6 +16,7 @@ from typing import Any
 
 from repeval.devices import CPU_BUDGET, PAPER_BUDGET, default_budget  # noqa: F401  (CPU_BUDGET: public)
 from repeval.errors import UserError
+from repeval.ranges import check_hparam
 
 SPEC_VERSION = 2  # 2: the online evaluations follow a schedule of the position alone (see online_eval_due)
 BATCH_SIZE = 64
@@ -104,6 +105,11 @@ def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budg
     if unknown:
         raise UserError(f"Encoder {encoder!r} has no hyper-parameter(s) {', '.join(sorted(unknown))}; "
                         f"it has: {', '.join(sorted(family.hparams)) or 'none'}.")
+    # each value converted to its declared kind and checked against its range (repeval/ranges.py)
+    overrides = {name: check_hparam(family, name, value) for name, value in overrides.items()}
+    if latent_dim is not None and latent_dim < 1:
+        raise UserError(f"--latent-dim {latent_dim} must be a positive number of latent values; leave it out for "
+                        f"{encoder!r}'s default on {dataset!r}.")
     latent_dim = family.resolve_latent_dim(entry, latent_dim)
     if not family.learned:
         if budget not in (None, 0):
@@ -115,6 +121,11 @@ def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budg
         if budget < BATCH_SIZE:
             raise UserError(f"--budget {budget} is smaller than one batch ({BATCH_SIZE} images); "
                             f"give at least {BATCH_SIZE} (the paper trains on {PAPER_BUDGET:,}).")
+        if budget % BATCH_SIZE:
+            lower = budget // BATCH_SIZE * BATCH_SIZE
+            raise UserError(f"--budget {budget} is not a whole number of batches of {BATCH_SIZE} images: training "
+                            f"would see {lower:,} images and record {budget:,}. Give a multiple of {BATCH_SIZE}, "
+                            f"e.g. --budget {lower} or --budget {lower + BATCH_SIZE}.")
     if seed < 0:
         raise UserError(f"--seed {seed} must be a non-negative integer.")
     return RunSpec(encoder=encoder, dataset=dataset, latent_dim=int(latent_dim), depth=entry.depth,

@@ -16,9 +16,12 @@ A score is identified by ``(run_id, latent, task, metric, settings)``: re-runnin
 probe with the same settings replaces the previous value, so the store holds the latest
 value per key. NaN values are stored as SQL ``NULL`` and read back as ``float('nan')``.
 
-Concurrency: the database runs in WAL mode with a 30 s busy timeout and every write is
-one ``BEGIN IMMEDIATE`` transaction, so several processes (e.g. one ``repeval run`` per
-encoder) may write at once and no row is lost.
+Concurrency: the database runs in WAL mode with a 30 s busy timeout (env
+``REPEVAL_DB_TIMEOUT``, seconds) and every write is one ``BEGIN IMMEDIATE`` transaction, so
+several processes (e.g. one ``repeval run`` per encoder) may write at once and no row is
+lost. A database that stays locked past the timeout, a damaged file and a workdir that
+cannot be written are :class:`~repeval.errors.UserError` s naming the file and the fix
+(:func:`database_error`), raised before anything is written, so the store is left as it was.
 
 The schema is versioned with ``PRAGMA user_version``. :data:`MIGRATIONS` maps each
 version to the step that brings a database from the previous version to it; opening a
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,7 +47,44 @@ from repeval.jsonio import canonical_json
 
 DB_FILENAME = "repeval.db"
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = 30.0  # REPEVAL_DB_TIMEOUT overrides it (seconds)
+
+
+def busy_timeout_s() -> float:
+    """How long a command waits for another process's write lock (``REPEVAL_DB_TIMEOUT``)."""
+    import os
+
+    raw = os.environ.get("REPEVAL_DB_TIMEOUT", "")
+    try:
+        value = float(raw) if raw else BUSY_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < 1e6):
+        raise UserError(f"REPEVAL_DB_TIMEOUT={raw!r} is not a number of seconds >= 0; unset it (the default "
+                        f"waits {BUSY_TIMEOUT_S:g} s) or give e.g. REPEVAL_DB_TIMEOUT=60.")
+    return value
+
+
+def database_error(path: Path, exc: BaseException, timeout: float | None = None) -> UserError:
+    """The user's view of an SQLite failure on the results database ``path``: locked by
+    another process, not writable, or damaged, each with its fix."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        waited = f" (waited {timeout:g} s)" if timeout is not None else ""
+        return UserError(f"The results database {path} is locked by another process{waited}: {text}. Wait for the "
+                         "other repeval command (or the program holding the lock) to finish and run this one again; "
+                         "REPEVAL_DB_TIMEOUT=SECONDS waits longer. Nothing was written.")
+    if "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
+        return UserError(f"The results database {path} cannot be opened for writing ({text}): the workdir is "
+                         "read-only or not yours. Choose a writable --workdir (or REPEVAL_HOME), or fix its "
+                         "permissions. Nothing was written.")
+    if "disk i/o" in low or "full" in low:
+        return UserError(f"The results database {path} could not be written ({text}): the disk is full or failing. "
+                         "Free space, or choose another --workdir. Nothing was written.")
+    return UserError(f"The results database {path} is damaged or is not a repeval database ({text}). Move it away "
+                     "(the run directories under checkpoints/ are kept, and `repeval run` reuses them, so rerunning "
+                     "the probes rebuilds the scores) or choose another --workdir.")
 
 FilterValue = str | int | Sequence[str | int] | None
 
@@ -117,6 +158,20 @@ class Score:
     created_at: str | None = None  # when it was computed (default: when it is added)
 
 
+def _check_score(run_id: str, s: Score) -> None:
+    for name in ("task", "metric", "latent"):
+        value = getattr(s, name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"run {run_id!r}: a score's {name} must be non-empty text, got {value!r}")
+    if isinstance(s.value, bool) or not isinstance(s.value, (int, float)) or math.isinf(s.value):
+        raise ValueError(f"run {run_id!r}: {s.task}.{s.metric} must be a real number (finite, or NaN for "
+                         f"'no number'), got {s.value!r}")
+    for name in ("settings", "details"):
+        if not isinstance(getattr(s, name), dict):
+            raise ValueError(f"run {run_id!r}: {s.task}.{s.metric} {name} must be a dict, got "
+                             f"{type(getattr(s, name)).__name__}")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -124,29 +179,38 @@ def _now() -> str:
 class Store:
     """Runs and scores in ``path`` (an SQLite file; parent directories are created).
 
-    Use as a context manager, or call :meth:`close`.
+    Use as a context manager, or call :meth:`close`. A database in a folder that cannot be
+    written (a read-only mount, an archive) is opened read-only: reading works, and a write
+    is a :class:`~repeval.errors.UserError` saying the workdir is read-only.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.timeout = busy_timeout_s()
+        self.read_only = self.path.is_file() and not os.access(self.path.parent, os.W_OK)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            if not self.read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            target = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1" if self.read_only else str(self.path)
+            self._conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, uri=self.read_only)
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"Cannot open the results database {self.path}: {exc}. "
-                            "Check that the workdir (--workdir / REPEVAL_HOME) is writable.") from exc
+                            "Check that the workdir (--workdir / REPEVAL_HOME) is writable.") from None
         try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if self.read_only:  # nothing can change the file under us: read it as it is
+                self._check_schema()
+                return
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             self._enable_wal()
             # WAL + NORMAL: a commit survives a crash of the process; only a power cut may lose
             # the last commits, never corrupt the file (sqlite.org/pragma.html#pragma_synchronous).
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+            self._check_schema()
+        except sqlite3.Error as exc:
             self._conn.close()
-            raise UserError(f"Cannot use the results database {self.path}: {exc}. If the file is not "
-                            "a repeval database, move it away or choose another --workdir.") from exc
+            raise database_error(self.path, exc, self.timeout) from None
         except BaseException:
             self._conn.close()
             raise
@@ -167,14 +231,37 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; it takes the write lock at once (waiting up to the timeout)."""
-        self._conn.execute("BEGIN IMMEDIATE")
+        """One write transaction; it takes the write lock at once (waiting up to the timeout).
+        An SQLite failure rolls it back and becomes a :func:`database_error`."""
+        if self.read_only:
+            raise database_error(self.path, sqlite3.OperationalError("the folder is read-only"), self.timeout)
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise database_error(self.path, exc, self.timeout) from None
         try:
             yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn.in_transaction:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the transaction is gone with the failure; nothing of it was committed
+            if isinstance(exc, sqlite3.Error):
+                raise database_error(self.path, exc, self.timeout) from None
             raise
-        self._conn.execute("COMMIT")
+
+    def check_writable(self) -> None:
+        """Take the write lock once and let it go, so a locked or read-only database fails
+        before a command does any work (:func:`database_error`)."""
+        with self._write():
+            pass
+
+    def _check_schema(self) -> None:
+        """Both tables are readable (a damaged file often fails only here, not at opening)."""
+        for table in ("runs", "scores"):
+            self._conn.execute(f"SELECT * FROM {table} LIMIT 1").fetchall()
 
     def _enable_wal(self) -> None:
         """Switch to WAL mode (a no-op once done; the mode is stored in the file).
@@ -182,7 +269,7 @@ class Store:
         The switch needs an exclusive lock and SQLite does not wait on the busy handler for
         it, so processes that create the database together retry here until the timeout.
         """
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        deadline = time.monotonic() + self.timeout
         while True:
             try:
                 self._conn.execute("PRAGMA journal_mode = WAL")
@@ -237,7 +324,13 @@ class Store:
                  created, now))
 
     def add_scores(self, run_id: str, scores: Sequence[Score]) -> None:
-        """Add (or replace, per score key) the scores of a recorded run, in one transaction."""
+        """Add (or replace, per score key) the scores of a recorded run, in one transaction.
+
+        Each score is checked first (a ValueError names the bad one, and nothing is written):
+        names are non-empty text, the value a real number that is finite or NaN (stored as
+        NULL: "no number"; infinity is refused), settings and details JSON objects."""
+        for s in scores:
+            _check_score(run_id, s)
         now = _now()
         with self._write() as conn:
             run = conn.execute("SELECT dataset, encoder, latent_dim, seed, budget FROM runs WHERE run_id = ?",
@@ -266,9 +359,12 @@ class Store:
             clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
             params.extend(values)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        cursor = self._conn.execute(
-            f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {', '.join(order)}", params)
-        return [dict(zip(columns, row)) for row in cursor]
+        try:
+            cursor = self._conn.execute(
+                f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {', '.join(order)}", params)
+            return [dict(zip(columns, row)) for row in cursor]
+        except sqlite3.Error as exc:
+            raise database_error(self.path, exc, self.timeout) from None
 
     def scores(self, *, dataset: FilterValue = None, encoder: FilterValue = None,
                latent: FilterValue = None, latent_dim: FilterValue = None, seed: FilterValue = None,

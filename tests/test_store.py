@@ -145,7 +145,7 @@ def test_newer_schema_is_refused_with_upgrade_advice(tmp_path):
 def test_a_file_that_is_not_a_database_is_a_user_error(tmp_path):
     path = tmp_path / DB_FILENAME
     path.write_bytes(b"not a database at all, just some text" * 10)
-    with pytest.raises(UserError, match="Cannot use the results database .*move it away"):
+    with pytest.raises(UserError, match="The results database .* is damaged .*Move it away"):
         Store(path)
 
 
@@ -279,3 +279,36 @@ def test_concurrent_writers_lose_no_row(tmp_path):
             assert got == {(f"m{b}", i, b + i / 10) for b in range(BATCHES) for i in range(PER_BATCH)}
         shared = {(r["settings"]["writer"], r["settings"]["batch"]) for r in store.scores(run_id="shared")}
         assert shared == {(w, b) for w in range(WORKERS) for b in range(BATCHES)}
+
+
+def test_scores_that_are_no_numbers_are_refused_before_anything_is_written(tmp_path):
+    with Store(tmp_path / DB_FILENAME) as store:
+        store.record_run("r1", {"encoder": "e", "dataset": "d", "latent_dim": 2, "seed": 0, "budget": 0}, {}, None)
+        good = Score("knn", "accuracy", 0.5, "map", {})
+        for bad in (Score("knn", "accuracy", float("inf"), "map", {}), Score("knn", "accuracy", "0.5", "map", {}),
+                    Score("knn", "", 0.5, "map", {}), Score("knn", "accuracy", True, "map", {}),
+                    Score("knn", "accuracy", 0.5, "map", settings=[1])):
+            with pytest.raises(ValueError, match="run 'r1'"):
+                store.add_scores("r1", [good, bad])
+        assert store.scores() == []
+
+
+def test_the_pipeline_never_stores_a_score_that_could_not_be_computed_as_a_number():
+    """An undefined probe result (NaN: the lines benchmark's smoothness when no interpolation
+    is defined) is kept as "no number", an infinite or non-numeric one refused; both with a
+    line saying why."""
+    from repeval.pipeline import computable
+    from repeval.probes import Result
+    from repeval.specs import RunSpec
+
+    spec = RunSpec(encoder="acai", dataset="lines", latent_dim=64, depth=16, budget=64, seed=0)
+    said = []
+    kept = computable(spec, "interpolation", Result({"mean_distance": 0.01, "smoothness": float("nan"),
+                                                     "other": float("inf"), "text": "high"},
+                                                    {"n_undefined": 256}), said.append)
+    assert kept.keys() == {"mean_distance", "smoothness"} and kept["mean_distance"] == 0.01
+    assert math.isnan(kept["smoothness"])
+    assert len(said) == 3 and "interpolation smoothness came out as nan" in said[0]
+    assert "256 of the interpolations have no defined value" in said[0] and "stored as undefined" in said[0]
+    assert "other came out as inf" in said[1] and "it is not stored" in said[1]
+    assert "text came out as 'high'" in said[2] and "it is not stored" in said[2]

@@ -64,6 +64,44 @@ class Dataset:
                        self.features)
 
 
+def check_dataset(ds: Dataset, where: str) -> None:
+    """What every probe and the trainer rely on, checked once when a dataset is loaded (a
+    built-in, a plugin's loader, ``npz:``): images N×C×32×32 with C = 1 or 3 in both splits,
+    uint8 or finite floats; one integer label per image in 0..num_classes−1; at least two
+    classes in train and every test class among them. A :class:`~repeval.errors.UserError`
+    naming the dataset (``where``) and what its loader must return otherwise."""
+    import torch
+
+    from repeval.errors import UserError
+
+    def fail(problem: str) -> UserError:
+        return UserError(f"Dataset {where}: {problem}. Its loader must return uint8 (or finite float) images "
+                         "N×C×32×32 with C = 1 or 3 and one label in 0..num_classes-1 per image "
+                         "(repeval.data.base.make_dataset); `repeval datasets` says where it came from.")
+
+    if ds.num_classes < 2:
+        raise fail(f"num_classes is {ds.num_classes}; the probes need at least two classes")
+    for name, split in (("train", ds.train), ("test", ds.test)):
+        x, y = split.x, split.y
+        if x.ndim != 4 or tuple(x.shape[2:]) != (IMAGE_SIZE, IMAGE_SIZE) or x.shape[1] not in (1, 3) or not len(x):
+            raise fail(f"the {name} images have shape {tuple(x.shape)}")
+        if x.dtype != torch.uint8 and not (x.dtype.is_floating_point and bool(torch.isfinite(x).all())):
+            raise fail(f"the {name} images are {x.dtype}" + (" with NaN or infinite values"
+                                                             if x.dtype.is_floating_point else ""))
+        if y.ndim != 1 or len(y) != len(x) or y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise fail(f"the {name} labels have shape {tuple(y.shape)} and dtype {y.dtype} for {len(x)} images")
+        if int(y.min()) < 0 or int(y.max()) >= ds.num_classes:
+            raise fail(f"the {name} labels run from {int(y.min())} to {int(y.max())}, outside 0..{ds.num_classes - 1}")
+    if ds.train.x.shape[1] != ds.test.x.shape[1]:
+        raise fail(f"train images have {ds.train.x.shape[1]} channels, test images {ds.test.x.shape[1]}")
+    present = torch.unique(ds.train.y)
+    if len(present) < 2:
+        raise fail(f"every train label is {int(present[0])}; the probes need at least two classes")
+    unseen = sorted(set(torch.unique(ds.test.y).tolist()) - set(present.tolist()))
+    if unseen:
+        raise fail(f"the test labels hold class(es) {', '.join(map(str, unseen[:8]))} that no train image has")
+
+
 def fingerprint_arrays(arrays: list[np.ndarray]) -> str:
     digest = hashlib.sha256()
     for a in arrays:

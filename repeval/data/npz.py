@@ -3,8 +3,11 @@
 Images are uint8, shaped N×H×W (grey) or N×H×W×C with C in {1, 3}. Rule to 32×32
 (recorded in provenance): when H and W are both ≤ 32 the image is centred and padded with
 0 (= −1 after scaling, as MNIST); otherwise it is resized to 32×32 with antialiased
-bilinear interpolation (aspect ratio not kept). Labels are any integers; they are mapped
-to 0…K−1 in sorted order over train ∪ test.
+bilinear interpolation (aspect ratio not kept). Labels are non-negative integers (−1, the
+usual mark of an unlabelled image, is refused rather than taken for a class); at least two
+classes must appear in ``y_train`` and every class of ``y_test`` must appear there too. They
+are mapped to 0…K−1 in sorted order of the train classes (recorded). Arrays are read
+without pickle (``allow_pickle=False``): an array of Python objects is refused, never loaded.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ def _to_nchw32(x: np.ndarray, path: Path, key: str) -> tuple[np.ndarray, str]:
     if x.dtype != np.uint8:
         raise UserError(f"{path}: array {key!r} has dtype {x.dtype}, expected uint8 pixels 0-255. "
                         "Convert it with (x * 255).round().astype(np.uint8) if it holds floats in [0, 1].")
+    shape = x.shape
     if x.ndim == 3:
         x = x[:, :, :, None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[0] == 0:
-        raise UserError(f"{path}: array {key!r} has shape {x.shape}, expected N×H×W or N×H×W×C with "
+        raise UserError(f"{path}: array {key!r} has shape {shape}, expected N×H×W or N×H×W×C with "
                         "C = 1 or 3 and N > 0 (channels last).")
     x = x.transpose(0, 3, 1, 2)
     h, w = x.shape[2:]
@@ -50,14 +54,27 @@ def load_npz(path: Path) -> Dataset:
                         "np.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...).")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path} is not a readable .npz file ({exc}). Write it with np.savez.") from None
+    if not hasattr(z, "files"):
+        raise UserError(f"{path} holds a single array (.npy format), not named arrays. Write it with "
+                        "np.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...).")
     with z:
         missing = [k for k in KEYS if k not in z.files]
         if missing:
             raise UserError(f"{path} lacks array(s) {', '.join(missing)}; it holds {', '.join(z.files) or 'nothing'}. "
                             f"An npz dataset needs {', '.join(KEYS)}.")
-        arrays = {k: z[k] for k in KEYS}
+        arrays = {}
+        for k in KEYS:
+            try:
+                arrays[k] = z[k]
+            except ValueError:  # numpy refuses object arrays under allow_pickle=False
+                raise UserError(f"{path}: array {k!r} holds Python objects (dtype object), which repeval never "
+                                "unpickles: loading them could run code. Save plain numbers, e.g. "
+                                "np.asarray(x, dtype=np.uint8) and np.asarray(y, dtype=np.int64).") from None
+            except (OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise UserError(f"{path}: array {k!r} cannot be read ({exc}); the file is truncated or damaged. "
+                                "Write it again with np.savez.") from None
     x_train, rule = _to_nchw32(arrays["x_train"], path, "x_train")
     x_test, _ = _to_nchw32(arrays["x_test"], path, "x_test")
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -69,8 +86,24 @@ def load_npz(path: Path) -> Dataset:
         if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
             raise UserError(f"{path}: array {k!r} has shape {y.shape} and dtype {y.dtype}, expected "
                             f"{n} integer labels (one per image of x_{k[2:]}).")
+        if len(y) and y.min() < 0:
+            negative = np.flatnonzero(y < 0)
+            raise UserError(f"{path}: {k} holds negative labels ({int(y[negative[0]])} at {len(negative):,} of "
+                            f"{len(y):,} rows, first at row {int(negative[0]):,}); labels must be class numbers "
+                            ">= 0. A negative label usually marks an unlabelled image: leave those images out, or "
+                            "map the labels to 0..C-1 with np.unique(y, return_inverse=True)[1].")
         labels[k] = y
-    classes = np.unique(np.concatenate([labels["y_train"], labels["y_test"]]))
+    classes = np.unique(labels["y_train"])
+    if len(classes) < 2:
+        raise UserError(f"{path}: every label in y_train is {int(classes[0])}: the probes need at least two classes "
+                        "(a single class makes every clustering and classification trivially perfect). Give "
+                        "labels of two or more classes.")
+    unseen = np.setdiff1d(np.unique(labels["y_test"]), classes)
+    if len(unseen):
+        shown = ", ".join(map(str, unseen[:8].tolist())) + (", ..." if len(unseen) > 8 else "")
+        raise UserError(f"{path}: y_test holds the class(es) {shown}, which no image of y_train has; every test "
+                        "class must appear in the train split (a probe fitted on train cannot predict it). "
+                        "Move some of those images to the train split, or leave them out.")
     info = {"source": str(path.resolve()), "verified": "user-supplied file",
             "rule": rule + "; labels mapped to 0..K-1 in sorted order",
             "classes": [int(c) for c in classes]}

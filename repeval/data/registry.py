@@ -53,7 +53,11 @@ class DatasetEntry:
         return self.latent_dims[0]
 
     def load(self, options: DataOptions) -> Dataset:
+        """The loaded dataset, checked (:func:`repeval.data.base.check_dataset`)."""
+        from repeval.data.base import check_dataset
+
         dataset = self.loader(options)
+        check_dataset(dataset, repr(self.name))
         dataset.features = self.features
         return dataset
 

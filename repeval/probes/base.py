@@ -115,30 +115,20 @@ class Task:
         return self.requires <= frozenset(getattr(entry, "features", ()))
 
 
-def coerce_overrides(settings_cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Check override names against ``settings_cls`` and convert strings (from the command
-    line) to the type of the field's default; raise :class:`UserError` on a bad name/value."""
+def coerce_overrides(settings_cls: type, overrides: dict[str, Any], task: str = "") -> dict[str, Any]:
+    """Check override names against ``settings_cls``, convert values (text from the command
+    line, or JSON) to each field's kind and check them against its declared range
+    (:func:`repeval.ranges.setting`; a field without one gets the range its default's type
+    implies); raise :class:`UserError` naming ``--set TASK.NAME``, the value, the range and
+    a fix."""
+    from repeval.ranges import check_setting
+
     fields = {f.name: f for f in dataclasses.fields(settings_cls)}
-    defaults = settings_cls()
     out: dict[str, Any] = {}
     for name, value in overrides.items():
         if name not in fields:
             raise UserError(
                 f"Unknown setting {name!r} for {settings_cls.__name__}; known settings: {', '.join(fields)}."
             )
-        kind = type(getattr(defaults, name))
-        try:
-            if kind is bool and isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                value = value.lower() in ("true", "1")
-            elif kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
-                value = float(value)
-            elif kind is int and isinstance(value, str):
-                value = int(value)
-        except ValueError:
-            raise UserError(f"Setting {name!r} expects a value of type {kind.__name__}, got {value!r}.") from None
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise UserError(f"Setting {name!r} expects a value of type {kind.__name__}, got {value!r}.")
-        out[name] = value
+        out[name] = check_setting(settings_cls, name, value, f"--set {task}.{name}" if task else f"setting {name}")
     return out

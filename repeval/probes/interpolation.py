@@ -55,6 +55,7 @@ from repeval.data.base import Dataset, to_float
 from repeval.data.lines import BANK_SIZE, reference_bank
 from repeval.errors import UserError
 from repeval.probes.base import Metric, Result, Task, Tolerance
+from repeval.ranges import POSITIVE_INT, Int, setting, validate_settings
 
 if TYPE_CHECKING:  # annotations only: the functions import these when they run
     import torch
@@ -69,12 +70,11 @@ IMAGE_PIXELS = 32 * 32
 class InterpolationSettings:
     """Lines benchmark size: ``n_pairs`` interpolations of ``steps`` images each."""
 
-    n_pairs: int = 256
-    steps: int = 16
+    n_pairs: int = setting(256, POSITIVE_INT, "interpolations; each needs two test lines")
+    steps: int = setting(16, Int(2), "images per interpolation, endpoints included")
 
     def __post_init__(self) -> None:
-        if self.n_pairs < 1 or self.steps < 2:
-            raise UserError(f"interpolation: need n_pairs >= 1 and steps >= 2, got {self.n_pairs}, {self.steps}.")
+        validate_settings(self, "interpolation")
 
     @classmethod
     def defaults(cls, device: str) -> "InterpolationSettings":

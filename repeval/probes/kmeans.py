@@ -66,6 +66,7 @@ import numpy as np
 from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
 from repeval.probes.metrics import clustering_scores, hungarian_mapping
+from repeval.ranges import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, Choice, setting, validate_settings
 
 if TYPE_CHECKING:  # annotations only: the functions import these when they run
     import faiss
@@ -87,20 +88,15 @@ BACKENDS = ("torch", "faiss")
 class KMeansSettings:
     """k-means protocol settings (see the module docstring); the defaults are the paper's."""
 
-    restarts: int = PAPER_RESTARTS
-    niter: int = PAPER_MAX_ITER
-    tol: float = PAPER_TOL
-    seed: int = 0
-    backend: str = "torch"
-    whiten: bool = True
+    restarts: int = setting(PAPER_RESTARTS, POSITIVE_INT, "independent runs; the lowest train inertia is kept")
+    niter: int = setting(PAPER_MAX_ITER, POSITIVE_INT, "the most Lloyd iterations per restart")
+    tol: float = setting(PAPER_TOL, NON_NEGATIVE, "stop when the centroids move less than this (scikit-learn's rule)")
+    seed: int = setting(0, NON_NEGATIVE_INT, "seed of the initial centroids")
+    backend: str = setting("torch", Choice(*BACKENDS), "who searches")
+    whiten: bool = setting(True, FLAG, "SVD-whiten with train statistics first")
 
     def __post_init__(self) -> None:
-        if self.restarts < 1 or self.niter < 1:
-            raise UserError(f"kmeans: restarts and niter must be positive, got {self.restarts}, {self.niter}.")
-        if not (self.tol >= 0 and math.isfinite(self.tol)):
-            raise UserError(f"kmeans: tol must be a non-negative number, got {self.tol}.")
-        if self.backend not in BACKENDS:
-            raise UserError(f"kmeans: unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
+        validate_settings(self, "kmeans")
 
     @classmethod
     def defaults(cls, device: str) -> "KMeansSettings":

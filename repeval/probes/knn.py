@@ -34,6 +34,7 @@ import numpy as np
 from repeval.devices import is_cuda
 from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
+from repeval.ranges import POSITIVE, POSITIVE_INT, Choice, setting, validate_settings
 
 METRICS = ("cosine", "euclidean")
 QUERY_CHUNK_ELEMENTS = 1 << 27  # queries × bank similarities held at once on CUDA
@@ -43,17 +44,12 @@ QUERY_CHUNK_ELEMENTS = 1 << 27  # queries × bank similarities held at once on C
 class KNNSettings:
     """Weighted kNN settings (see the module docstring)."""
 
-    k: int = 20
-    metric: str = "cosine"
-    temperature: float = 0.07
+    k: int = setting(20, POSITIVE_INT, "neighbours that vote, at most the train split's size")
+    metric: str = setting("cosine", Choice(*METRICS), "the similarity")
+    temperature: float = setting(0.07, POSITIVE, "T of the vote weights exp(s / T)")
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise UserError(f"knn: k must be positive, got {self.k}.")
-        if self.metric not in METRICS:
-            raise UserError(f"knn: unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}.")
-        if not self.temperature > 0:
-            raise UserError(f"knn: temperature must be positive, got {self.temperature}.")
+        validate_settings(self, "knn")
 
     @classmethod
     def defaults(cls, device: str) -> "KNNSettings":

@@ -36,6 +36,7 @@ import numpy as np
 from repeval.devices import is_cuda
 from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
+from repeval.ranges import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Range, setting, validate_settings
 
 PROBES = ("linear", "knn")
 DEFAULT_SIZES = "1,4,16,64,256,all"
@@ -67,23 +68,21 @@ def parse_sizes(text: str) -> list[int | str]:
 class LabelEfficiencySettings:
     """Sizes per class, the probes, the subset seed and the probes' own settings."""
 
-    sizes: str = DEFAULT_SIZES
-    probes: str = ",".join(PROBES)
-    seed: int = 0
-    C: float = 1.0
-    k: int = 20
-    temperature: float = 0.07
+    sizes: str = setting(DEFAULT_SIZES, Range("str"), "labelled train examples per class, comma-separated (or all)")
+    probes: str = setting(",".join(PROBES), Range("str"), f"comma-separated subset of {', '.join(PROBES)}")
+    seed: int = setting(0, NON_NEGATIVE_INT, "seed of the labelled subsets")
+    C: float = setting(1.0, POSITIVE, "the linear probe's inverse L2 penalty")
+    k: int = setting(20, POSITIVE_INT, "neighbours that vote in the kNN probe")
+    temperature: float = setting(0.07, POSITIVE, "T of the kNN vote weights exp(s / T)")
 
     def __post_init__(self) -> None:
+        validate_settings(self, "label_efficiency")
         parse_sizes(self.sizes)
         names = [p.strip() for p in self.probes.split(",")]
         unknown = [p for p in names if p not in PROBES]
         if unknown or not names:
             raise UserError(f"label_efficiency: probes must be a comma-separated subset of {', '.join(PROBES)}; "
                             f"got {self.probes!r}.")
-        if not self.C > 0 or self.k < 1 or not self.temperature > 0:
-            raise UserError(f"label_efficiency: need C > 0, k >= 1 and temperature > 0, got C={self.C}, k={self.k}, "
-                            f"temperature={self.temperature}.")
 
     @classmethod
     def defaults(cls, device: str) -> "LabelEfficiencySettings":

@@ -30,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
+from repeval.ranges import POSITIVE, POSITIVE_INT, Choice, setting, validate_settings
 
 if TYPE_CHECKING:  # annotations only: the functions import these when they run
     import torch
@@ -43,17 +43,13 @@ SCALINGS = ("standard", "global")
 class LinearSettings:
     """The linear probe's objective and solver limits (see the module docstring)."""
 
-    C: float = 1.0
-    scaling: str = "standard"
-    max_iter: int = 1000
-    tol: float = 1e-4
+    C: float = setting(1.0, POSITIVE, "inverse L2 penalty, as scikit-learn's")
+    scaling: str = setting("standard", Choice(*SCALINGS), "how latents are scaled with train statistics")
+    max_iter: int = setting(1000, POSITIVE_INT, "the most L-BFGS iterations")
+    tol: float = setting(1e-4, POSITIVE, "stop when the gradient's largest entry is below it")
 
     def __post_init__(self) -> None:
-        if not self.C > 0 or self.max_iter < 1 or not self.tol > 0:
-            raise UserError(f"linear probe: need C > 0, max_iter >= 1 and tol > 0, got C={self.C}, "
-                            f"max_iter={self.max_iter}, tol={self.tol}.")
-        if self.scaling not in SCALINGS:
-            raise UserError(f"linear probe: scaling {self.scaling!r} is not one of {', '.join(SCALINGS)}.")
+        validate_settings(self, "linear")
 
     @classmethod
     def defaults(cls, device: str) -> "LinearSettings":

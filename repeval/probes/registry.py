@@ -43,4 +43,5 @@ def resolve_settings(task_name: str, device: str, overrides: dict[str, Any] | No
     values may be strings (from the command line); they are converted to the field's type.
     Unknown names or bad values raise :class:`~repeval.errors.UserError`."""
     task = get_task(task_name)
-    return dataclasses.replace(task.settings.defaults(device), **coerce_overrides(task.settings, overrides or {}))
+    checked = coerce_overrides(task.settings, overrides or {}, task_name)
+    return dataclasses.replace(task.settings.defaults(device), **checked)

@@ -310,3 +310,49 @@ def test_real_data_root_lists_mnist_and_cifar10_as_available(real_data_root):
     assert data.get("mnist").locate(options) is not None
     if (real_data_root / "cifar-10-batches-py").is_dir():
         assert data.get("cifar10").locate(options) is not None
+
+
+@pytest.mark.parametrize("y_train, y_test, message", [
+    ([0, 1, -1], [0], r"y_train holds negative labels \(-1 at 1 of 3 rows, first at row 2\)"),
+    ([4, 4, 4], [4], "every label in y_train is 4: the probes need at least two classes"),
+    ([0, 1, 1], [2], r"y_test holds the class\(es\) 2, which no image of y_train has"),
+])
+def test_npz_labels_are_classes_of_the_train_split(tmp_path, y_train, y_test, message):
+    """Labels are class numbers >= 0 (−1, "unlabelled", is no class), at least two classes in
+    train, and every test class among them: otherwise kNN scores 0.0 and k-means NMI 1.0."""
+    path = tmp_path / "labels.npz"
+    np.savez(path, x_train=np.zeros((3, 8, 8), np.uint8), y_train=np.array(y_train),
+             x_test=np.zeros((1, 8, 8), np.uint8), y_test=np.array(y_test))
+    with pytest.raises(UserError, match=message):
+        data.load(f"npz:{path}")
+
+
+def test_npz_object_arrays_are_refused_without_unpickling(tmp_path):
+    path = tmp_path / "objects.npz"
+    objects = np.empty(3, dtype=object)
+    objects[:] = [{"a": 1}, None, "x"]
+    np.savez(path, x_train=objects, y_train=np.arange(3), x_test=np.zeros((1, 8, 8), np.uint8), y_test=np.arange(1))
+    with pytest.raises(UserError, match="array 'x_train' holds Python objects \\(dtype object\\), which repeval never "
+                                        "unpickles"):
+        data.load(f"npz:{path}")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"x_train": np.full((4, 1, 32, 32), np.nan, np.float32)}, "train images are torch.float32 with NaN"),
+    ({"x_test": np.zeros((4, 3, 32, 32), np.uint8)}, "train images have 1 channels, test images 3"),
+    ({"y_train": np.array([0, 1, 0, 7])}, "train labels run from 0 to 7, outside 0..2"),
+    ({"y_train": np.zeros(4, int), "y_test": np.zeros(4, int)}, "every train label is 0"),
+    ({"y_test": np.array([0, 1, 2, 2])}, r"test labels hold class\(es\) 2 that no train image has"),
+])
+def test_every_loaded_dataset_is_checked_whatever_its_loader(change, message):
+    """A plugin's loader is trusted no more than a user's npz: what it returns is checked once."""
+    from repeval.data import DatasetEntry
+    from repeval.data.base import make_dataset
+
+    arrays = {"x_train": np.zeros((4, 1, 32, 32), np.uint8), "y_train": np.array([0, 1, 0, 1]),
+              "x_test": np.zeros((4, 1, 32, 32), np.uint8), "y_test": np.array([1, 0, 1, 0]), **change}
+    entry = DatasetEntry("mine", "a plugin's", 1, 3, 4, 4, depth=16, latent_dims=(32,),
+                         loader=lambda options: make_dataset("mine", num_classes=3, info={}, **arrays),
+                         locate=lambda options: None)
+    with pytest.raises(UserError, match=f"Dataset 'mine': (the )?{message}"):
+        entry.load(DataOptions())

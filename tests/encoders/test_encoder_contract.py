@@ -14,13 +14,16 @@ fresh build (a 3-colour PCA fit is a 3072×3072 float64 eigendecomposition).
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
 import torch
+from range_cases import out_of_range
 
 import encoders
 from encoders.base import IMAGE_SIZE, Autoencoder, Step
+from repeval.ranges import Range
 
 NAMES = encoders.REGISTRY.names()
 LEARNED = [name for name in NAMES if encoders.get(name).learned]
@@ -89,6 +92,27 @@ def test_family_declares_its_name_summary_latents_and_hparams(name):
     assert all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in family.latents.items())
     assert family.default_latent() == next(iter(family.latents))
     assert isinstance(family.hparams, dict) and all(isinstance(k, str) for k in family.hparams)
+
+
+@pytest.mark.parametrize("name", NAMES + encoders.REGISTRY.composed_names())
+def test_every_hparam_declares_a_range_its_default_fits_and_bad_values_are_refused(name):
+    """Each hyper-parameter states the values it accepts (``hparam_ranges``, repeval/ranges.py);
+    ``repeval run --hparam`` checks them once, where they enter (``make_spec``)."""
+    from repeval.errors import UserError
+    from repeval.ranges import check_hparam
+
+    family = encoders.get(name)
+    ranges = family.hparam_ranges
+    assert set(ranges) == set(family.hparams), f"{name}: ranges for {sorted(ranges)}, hparams {sorted(family.hparams)}"
+    for hparam, default in family.hparams.items():
+        declared = ranges[hparam]
+        assert isinstance(declared, Range), (name, hparam)
+        assert declared.convert(default) == default, f"{name}: the default {hparam}={default!r} is out of its range"
+        assert check_hparam(family, hparam, str(default)) == default  # as typed on the command line
+        for bad in out_of_range(declared):
+            with pytest.raises(UserError, match=f"--hparam {hparam}=.* for {re.escape(name)} is not allowed: "
+                                                f"{hparam} must be {re.escape(declared.describe())}"):
+                check_hparam(family, hparam, bad)
 
 
 @pytest.mark.parametrize("colors", COLORS)

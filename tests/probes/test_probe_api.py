@@ -37,7 +37,7 @@ def test_overrides_are_converted_and_checked():
     assert linear_c == 1.0 and isinstance(linear_c, float)
     with pytest.raises(UserError, match="known settings"):
         resolve_settings("knn", "cpu", {"neighbours": 5})
-    with pytest.raises(UserError, match="expects a value of type int"):
+    with pytest.raises(UserError, match="k must be an integer"):
         resolve_settings("knn", "cpu", {"k": "five"})
     with pytest.raises(UserError, match="backend"):
         resolve_settings("kmeans", "cpu", {"backend": "sklearn"})
@@ -57,3 +57,14 @@ def test_latents_are_validated_and_converted():
         Latents(np.zeros((3, 2)), [0, 1, 1], np.ones((1, 3)), [1], num_classes=2)
     with pytest.raises(UserError, match="one row per image"):
         Latents(np.zeros((3, 2, 2)), [0, 1, 1], np.ones((1, 2)), [1], num_classes=2)
+
+
+def test_latents_need_two_train_classes_and_every_test_class_in_train():
+    """One class makes k-means' NMI and ARI 1.0 and every classifier perfect; a test class no
+    train label has can never be predicted. Both are refused, never scored."""
+    with pytest.raises(UserError, match="at least two classes; these latents have num_classes = 1"):
+        Latents(np.zeros((3, 2)), [0, 0, 0], np.ones((1, 2)), [0], num_classes=1)
+    with pytest.raises(UserError, match="Every train label is 1: the probes need at least two classes"):
+        Latents(np.zeros((3, 2)), [1, 1, 1], np.ones((1, 2)), [1], num_classes=3)
+    with pytest.raises(UserError, match=r"test labels hold class\(es\) 2 that no train label has"):
+        Latents(np.zeros((3, 2)), [0, 1, 1], np.ones((2, 2)), [1, 2], num_classes=3)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
+from range_cases import out_of_range
 
 from repeval.data import DATASETS
+from repeval.errors import UserError
 from repeval.jsonio import canonical_json
 from repeval.probes import TASKS, Latents, Metric, Result, Task, Tolerance, resolve_settings
 from repeval.probes.base import DIRECTIONS
+from repeval.ranges import Range, declared_setting_ranges
 
 NAMES = TASKS.names()
 LATENT_TASKS = [name for name in NAMES if not TASKS[name].needs_model]
@@ -72,6 +76,27 @@ def test_settings_are_a_frozen_dataclass_of_json_values(name, device):
     resolved = resolve_settings(name, device, {})
     assert resolved == settings
     assert json.loads(json.dumps(dataclasses.asdict(resolved))) == dataclasses.asdict(resolved)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_setting_declares_a_range_the_defaults_fit_and_bad_values_are_refused(name):
+    """Each settings field states the values it accepts (``repeval.ranges.setting``);
+    ``--set TASK.KEY=VALUE`` is checked once, in ``resolve_settings``, and a bad value names
+    the input, the value and the range."""
+    settings_cls = TASKS[name].settings
+    ranges = declared_setting_ranges(settings_cls)
+    assert all(isinstance(r, Range) for r in ranges.values()), f"{name}: fields without a range: " \
+        f"{[f for f, r in ranges.items() if r is None]}"
+    for device in DEVICES:
+        for field, value in dataclasses.asdict(settings_cls.defaults(device)).items():
+            assert ranges[field].convert(value) == value, f"{name} on {device}: default {field}={value!r} out of range"
+            assert resolve_settings(name, device, {field: str(value).lower()}) == dataclasses.replace(
+                settings_cls.defaults(device), **{field: value})  # as typed on the command line
+    for field, declared in ranges.items():
+        for bad in out_of_range(declared):
+            with pytest.raises(UserError, match=f"--set {name}.{field}=.* is not allowed: {field} must be "
+                                                f"{re.escape(declared.describe())}"):
+                resolve_settings(name, "cpu", {field: bad})
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -56,7 +56,7 @@ def test_constant_components_get_no_weight():
 
 
 def test_bad_settings_are_user_errors():
-    with pytest.raises(UserError, match="need C > 0"):
+    with pytest.raises(UserError, match="C must be a finite number > 0"):
         LinearSettings(C=0.0)
-    with pytest.raises(UserError, match="scaling 'minmax' is not one of standard, global"):
+    with pytest.raises(UserError, match="scaling=minmax is not allowed: scaling must be one of standard, global"):
         LinearSettings(scaling="minmax")

@@ -154,6 +154,51 @@ def test_hostile_names_and_settings_are_escaped(tmp_path):
     assert html.count("<script>") == 1  # the page's own error recorder only
 
 
+@pytest.mark.slow
+def test_hostile_paths_and_names_of_outside_encoders_and_datasets_are_escaped(tmp_path):
+    """Through the command line: an embeddings file in a folder whose name holds quotes and a
+    script tag, grouped under a dataset name that is an HTML attack, and an npz dataset whose
+    file name is one. Their names and paths reach the report (tables, provenance) escaped only;
+    a hostile --name is refused outright (names are letters, digits, '.', '_', '-')."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "we\"ird'<script>alert(7)"  # (a file name cannot hold the closing tag's slash)
+    folder.mkdir()
+    embeddings = folder / "emb.npz"
+    np.savez(embeddings, z_train=rng.normal(size=(30, 4)), y_train=np.arange(30) % 3,
+             z_test=rng.normal(size=(12, 4)), y_test=np.arange(12) % 3, meta=np.array(json.dumps({})))
+    images = tmp_path / "q\"uote<svg onload=alert(9)>.npz"
+    np.savez(images, x_train=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8), y_train=np.arange(30) % 3,
+             x_test=rng.integers(0, 256, (12, 8, 8), dtype=np.uint8), y_test=np.arange(12) % 3)
+    work, out = tmp_path / "work", tmp_path / "report.html"
+    runner = CliRunner()
+
+    def cli(*args, expect=0):
+        result = runner.invoke(main, [*map(str, args)], env={"REPEVAL_HOME": str(work)}, catch_exceptions=False)
+        assert result.exit_code == expect, result.output
+        return result
+
+    grouping = '"><img src=x onerror=alert(8)>'
+    cli("run", "--encoder", f"latents:{embeddings}", "--task", "knn", "--set", "knn.k=3", "--dataset", grouping)
+    cli("run", "--encoder", "pca", "--latent-dim", "4", "--task", "knn", "--set", "knn.k=3", "--dataset",
+        f"npz:{images}")
+    refused = cli("run", "--encoder", f"latents:{embeddings}", "--name", "<script>alert(10)</script>", "--task",
+                  "knn", "--dataset", grouping, expect=2)
+    assert "is not a usable encoder name" in refused.output
+    cli("report", "--out", out)
+    html = out.read_text()
+    assert "alert(7)" in html and "alert(8)" in html and "alert(9)" in html  # shown ...
+    for raw in ("<script>alert(7)", "<img src=x", "<svg onload", "alert(10)"):
+        assert raw not in html, raw  # ... never as markup
+    assert "we&#34;ird&#39;&lt;script&gt;alert(7)" in html
+    assert "&#34;&gt;&lt;img src=x onerror=alert(8)&gt;" in html
+    assert "q&#34;uote&lt;svg onload=alert(9)&gt;.npz" in html
+    assert html.count("<script>") == 1  # the page's own error recorder only
+
+
 def test_empty_store_says_how_to_produce_scores(tmp_path):
     work = tmp_path / "work"
     Store.in_workdir(work).close()

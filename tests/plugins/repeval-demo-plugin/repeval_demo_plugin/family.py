@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders import Arch, Autoencoder, Step
+from repeval.ranges import POSITIVE_INT
 
 HIDDEN = 64
 
@@ -14,6 +15,7 @@ class MLPAutoencoder(Autoencoder):
     name = "mlpae"
     summary = "two-layer MLP autoencoder (a plugin)"
     hparams = {"hidden": HIDDEN}
+    hparam_ranges = {"hidden": POSITIVE_INT.means("the width of the hidden layers")}
     latents = {"code": "the bottleneck activations"}
 
     @classmethod

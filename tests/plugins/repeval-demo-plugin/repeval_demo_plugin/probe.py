@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from repeval.probes import Metric, Result, Task, Tolerance
+from repeval.ranges import FLAG, setting
 
 
 @dataclass(frozen=True)
 class CentroidSettings:
-    normalise: bool = True
+    normalise: bool = setting(True, FLAG, "L2-normalise the latents first")
 
     @classmethod
     def defaults(cls, device):
