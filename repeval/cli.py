@@ -809,13 +809,11 @@ def compare_cmd(encoder_names, dataset, task, metric, workdir, data_dir, allow_u
       repeval compare --encoder baseline --encoder acai --dataset digits
     """
     from repeval.compare import compare, format_comparison
-    from repeval.store import Store
 
     if len(encoder_names) != 2:
         raise UserError(f"compare takes exactly two encoders (--encoder A --encoder B), got {len(encoder_names)}: "
                         f"{', '.join(encoder_names)}.")
-    with Store.in_workdir(workdir) as store:
-        rows = store.scores()
+    rows = _stored_scores(workdir)
     if not rows:
         raise UserError(f"No scores stored in {workdir}. Run e.g. `repeval run --encoder baseline --encoder acai "
                         "--task all --dataset digits --seed 0 --seed 1 --seed 2` first.")

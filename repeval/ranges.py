@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,8 @@ class Range:
     low_open: bool = False
     high_open: bool = False
     choices: tuple[Any, ...] = ()
+    pattern: str = ""  # a text value must match this regular expression in full ...
+    form: str = ""  # ... described in words, for messages: "comma-separated whole numbers"
     meaning: str = ""  # what the value is, for messages: "the probability of keeping a latent unit"
 
     def means(self, meaning: str) -> "Range":
@@ -70,7 +73,7 @@ class Range:
         if self.kind == "bool":
             return "true or false"
         if self.kind == "str":
-            return "a text value"
+            return self.form or (f"text matching {self.pattern}" if self.pattern else "a text value")
         noun = "an integer" if self.kind == "int" else "a finite number"
         if self.low is not None and self.high is not None:
             return (f"{noun} in {'(' if self.low_open else '['}{_num(self.low)}, "
@@ -110,6 +113,8 @@ class Range:
                 raise ValueError("not a text value")
             if self.choices and value not in self.choices:
                 raise ValueError("not one of the choices")
+            if self.pattern and not re.fullmatch(self.pattern, value.strip()):
+                raise ValueError("not of the form")
             return value
         number = _number(value, self.kind)
         if self.choices and number not in self.choices:
@@ -178,6 +183,11 @@ def Float(low: float | None = None, high: float | None = None, *, low_open: bool
           high_open: bool = False) -> Range:
     """A finite real number between the bounds (each optional, closed unless ``*_open``)."""
     return Range("float", low, high, low_open, high_open)
+
+
+def Text(pattern: str = "", form: str = "") -> Range:  # noqa: N802
+    """A text value; with ``pattern``, one that matches it in full (``form`` says how in words)."""
+    return Range("str", pattern=pattern, form=form)
 
 
 def Choice(*values: Any) -> Range:  # noqa: N802

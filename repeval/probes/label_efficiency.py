@@ -36,7 +36,7 @@ import numpy as np
 from repeval.devices import is_cuda
 from repeval.errors import UserError
 from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
-from repeval.ranges import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Range, setting, validate_settings
+from repeval.ranges import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Text, setting, validate_settings
 
 PROBES = ("linear", "knn")
 DEFAULT_SIZES = "1,4,16,64,256,all"
@@ -68,8 +68,12 @@ def parse_sizes(text: str) -> list[int | str]:
 class LabelEfficiencySettings:
     """Sizes per class, the probes, the subset seed and the probes' own settings."""
 
-    sizes: str = setting(DEFAULT_SIZES, Range("str"), "labelled train examples per class, comma-separated (or all)")
-    probes: str = setting(",".join(PROBES), Range("str"), f"comma-separated subset of {', '.join(PROBES)}")
+    sizes: str = setting(DEFAULT_SIZES, Text(r"\s*(\d+|all)\s*(,\s*(\d+|all)\s*)*",
+                                             "comma-separated whole numbers or all"),
+                         "labelled train examples per class")
+    probes: str = setting(",".join(PROBES), Text(rf"\s*({'|'.join(PROBES)})\s*(,\s*({'|'.join(PROBES)})\s*)*",
+                                                 f"a comma-separated subset of {', '.join(PROBES)}"),
+                          "the probes fitted on each subset")
     seed: int = setting(0, NON_NEGATIVE_INT, "seed of the labelled subsets")
     C: float = setting(1.0, POSITIVE, "the linear probe's inverse L2 penalty")
     k: int = setting(20, POSITIVE_INT, "neighbours that vote in the kNN probe")

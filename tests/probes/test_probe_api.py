@@ -15,6 +15,8 @@ def test_registry():
         "kmeans": ("accuracy", "nmi", "ari"),
         "knn": ("accuracy",),
         "interpolation": ("mean_distance", "smoothness"),
+        "label_efficiency": tuple(f"{probe}@{size}" for probe in ("linear", "knn")
+                                  for size in ("1", "4", "16", "64", "256", "all")),
     }
     assert [name for name, task in TASKS.items() if task.needs_model] == ["interpolation"]
 
@@ -22,11 +24,10 @@ def test_registry():
 # settings, metric declarations and runs of every registered task: test_probe_contract.py
 
 
-def test_kmeans_defaults_depend_on_the_device():
-    assert asdict(resolve_settings("kmeans", "cpu")) == {
-        "restarts": 20, "niter": 300, "seed": 0, "backend": "faiss", "whiten": True}
-    assert asdict(resolve_settings("kmeans", "cuda:0")) == {
-        "restarts": 1000, "niter": 300, "seed": 0, "backend": "torch", "whiten": True}
+def test_kmeans_defaults_are_the_papers_protocol_on_every_device():
+    for device in ("cpu", "cuda:0"):
+        assert asdict(resolve_settings("kmeans", device)) == {
+            "restarts": 1000, "niter": 1000, "tol": 1e-4, "seed": 0, "backend": "torch", "whiten": True}
 
 
 def test_overrides_are_converted_and_checked():

@@ -55,5 +55,5 @@ def test_defaults_and_bad_settings():
     with pytest.raises(UserError, match="subset of linear, knn"):
         LabelEfficiencySettings(probes="svm")
     z, y = blobs(5, seed=0)
-    with pytest.raises(UserError, match="classes \\[2\\] have no train examples"):
-        run(Latents(z[y < 2], y[y < 2], z, y, 3), LabelEfficiencySettings(sizes="1"), "cpu")
+    with pytest.raises(UserError, match="classes \\[2\\] have no train examples"):  # declared, in neither split
+        run(Latents(z[y < 2], y[y < 2], z[y < 2], y[y < 2], 3), LabelEfficiencySettings(sizes="1"), "cpu")
