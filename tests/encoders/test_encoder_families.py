@@ -1,4 +1,4 @@
-"""The seven learned families: losses as acai.md §3 writes them, latents, groups, training."""
+"""The seven learned families: losses as docs/protocol.md §3 writes them, latents, groups, training."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_vqvae_defaults_to_the_papers_256_dim_latent_on_lines():
     assert encoders.get("acai").resolve_latent_dim(lines, None) == 64
 
 
-# --- losses, recomputed from acai.md §3 with the same random draws ----------------------------
+# --- losses, recomputed from docs/protocol.md §3 with the same random draws ----------------------------
 
 def test_baseline_loss_is_the_mean_squared_error(tiny_arch, images):
     model = build("baseline", tiny_arch)
@@ -100,7 +100,7 @@ def test_vae_loss_is_the_negative_elbo(tiny_arch, images):
     kl = 0.5 * (-log_var - 1 + torch.exp(log_var) + mu ** 2).sum() / 64
     assert torch.allclose(step.losses["autoencoder"], nll + kl, rtol=1e-6, atol=0)
     assert torch.allclose(step.logs["loss_kl"], kl, rtol=1e-6, atol=0)
-    assert torch.equal(step.features, h.detach())  # the pre-head conv map (acai.md §3.5)
+    assert torch.equal(step.features, h.detach())  # the pre-head conv map (docs/protocol.md §3.5)
 
 
 def test_aae_losses_are_non_saturating_gan_losses(tiny_arch, images):

@@ -1,4 +1,4 @@
-"""Conv stacks of acai.md §2.2–2.5: parameter counts, shapes, initialisation."""
+"""Conv stacks of docs/protocol.md §2.2–2.5: parameter counts, shapes, initialisation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import encoders
 from encoders.base import Arch, count
 from encoders.layers import Decoder, Encoder, conv, dense
 
-# acai.md §2.5: (colors, depth, latent_width, latent channels) -> encoder, decoder, ACAI critic
+# docs/protocol.md §2.5: (colors, depth, latent_width, latent channels) -> encoder, decoder, ACAI critic
 PAPER_COUNTS = [
     ((1, 16, 2, 16), 627_472, 313_985, 627_472),  # lines
     ((1, 16, 4, 2), 150_146, 75_265, 150_146),  # MNIST 32

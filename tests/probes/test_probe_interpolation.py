@@ -12,7 +12,7 @@ from repeval.errors import UserError
 from repeval.probes.interpolation import InterpolationSettings, line_metrics, run, smoothness_scores
 
 N = 16
-START, END = 5 * np.pi / 7, 3 * np.pi / 2  # the paper's illustration (acai.md §4.5)
+START, END = 5 * np.pi / 7, 3 * np.pi / 2  # the paper's illustration (docs/protocol.md §4.5)
 
 
 def lines_at(angles) -> np.ndarray:
@@ -38,7 +38,7 @@ SEQUENCES = {
 # line at 4.7363 rad gives the official 0.940, to its mirror at 4.6885 rad gives 0.921.
 CROSSFADE_SMOOTHNESS = (0.9402053109357769, 0.9208619665733436)
 
-# acai.md §4.5 (the official metric, digits as printed there) and, in full precision, the
+# docs/protocol.md §4.5 (the official metric, digits as printed there) and, in full precision, the
 # official lib/eval.py (scipy cdist, float64) run on the same sequences.
 REFERENCE = {
     "correct": ("1.96e-7", "1.7e-5", 1.9580141563668718e-07, 1.6967845932275294e-05),

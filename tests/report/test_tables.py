@@ -191,7 +191,7 @@ def test_paper_numbers_file_holds_the_recalled_tables_only():
     assert cell[("table2", "SVHN", 32, "denoising", "classifier_accuracy")] == (77.89, 0.35)
     assert cell[("table2", "CIFAR-10", 1024, "acai", "classifier_accuracy")] == (63.99, 0.47)
     assert cell[("table3", "MNIST", 256, "acai", "kmeans_accuracy")] == (96.17, None)
-    # "?" cells of acai.md are omitted, not invented
+    # cells the paper leaves unreadable are absent from reports/paper.json: omitted, not invented
     assert ("table2", "SVHN", 256, "vae", "classifier_accuracy") not in cell
     assert ("table3", "SVHN", 256, "acai", "kmeans_accuracy") not in cell
     mapping = {t["id"]: [(o["task"], o["metric"], o["protocol"]) for q in t["quantities"].values() for o in q["ours"]]
