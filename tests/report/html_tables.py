@@ -17,7 +17,7 @@ class _Tables(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag in ("h2", "h3"):
+        if tag in ("h2", "h3", "h4"):
             self._heading = []
         elif tag == "table":
             self._stack.append({"heading": self.last_heading, "rows": [], "classes": []})
@@ -29,7 +29,7 @@ class _Tables(HTMLParser):
             self._classes = attrs.get("class") or ""
 
     def handle_endtag(self, tag):
-        if tag in ("h2", "h3") and self._heading is not None:
+        if tag in ("h2", "h3", "h4") and self._heading is not None:
             self.last_heading = " ".join("".join(self._heading).split())
             self._heading = None
         elif tag in ("td", "th") and self._cell is not None and self._stack:
