@@ -59,16 +59,6 @@ def load_latents(path: str | None, data_dir: str | None, budget: int) -> tuple[n
     return z.z_train, z.y_train, z.z_test, z.y_test, f"ACAI MNIST latent 256, {budget} training images, seed 0"
 
 
-def set_threads(n: int):
-    import faiss
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(n)
-    faiss.omp_set_num_threads(n)
-    return threadpool_limits(limits=n)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--latents", help=".npz with z_train, y_train, z_test, y_test (default: train a small ACAI)")
@@ -89,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from repeval.probes import kmeans as km
     from repeval.probes.metrics import clustering_scores
 
-    limiter = set_threads(args.threads)
+    limiter = common.set_threads(args.threads)
     z_train, y_train, z_test, y_test, source = load_latents(args.latents, args.data_dir, args.budget)
     train, test, _ = km.whiten(z_train, z_test)
     x = np.ascontiguousarray(train, dtype=np.float32)

@@ -36,7 +36,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 
 def make_latents(kind: str, dataset, device: str, budget: int):
@@ -200,16 +199,6 @@ def bench_linear(latents, reps: int) -> dict[str, Any]:
                                     "latents, float64 and float32"}}
 
 
-def set_threads(n: int):
-    """The same thread count for torch, faiss (OpenMP) and the BLAS pools; returns the limiter."""
-    import faiss
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(n)
-    faiss.omp_set_num_threads(n)
-    return threadpool_limits(limits=n)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", default="kmeans,knn,linear")
@@ -228,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     reps = args.reps or (3 if args.full else 2)
     restarts = args.restarts or (20 if args.full else 5)
-    limiter = set_threads(args.threads)
+    limiter = common.set_threads(args.threads)
     dataset = common.load_dataset(args.dataset, args.data_dir)
     start = time.perf_counter()
     latents = make_latents(args.latents, dataset, "cpu", args.budget)

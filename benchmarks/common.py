@@ -120,6 +120,17 @@ def interleaved(contenders: dict[str, Callable[[], Any]], reps: int, warmup: int
     return timing
 
 
+def set_threads(n: int):
+    """The same thread count for torch, faiss (OpenMP) and the BLAS pools; returns the limiter."""
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+    return threadpool_limits(limits=n)
+
+
 def data_options(data_dir: str | None):
     """``DataOptions`` for ``data_dir`` (default: ``$REPEVAL_DATA``, then ``/work/dataroot``)."""
     from repeval.data import DataOptions
