@@ -24,7 +24,6 @@ called ``embedding``). Loading (``repeval/external.py`` makes the runs):
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from repeval.errors import UserError
+from repeval.paths import file_digest
 
 LATENT = "embedding"
 LATENT_TEXT = "the encoder's output, flattened"
@@ -98,14 +98,6 @@ def latents_source(rest: str) -> OutsideSource:
     return OutsideSource("latents", rest)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _is_path(location: str) -> bool:
     return location.endswith(".py") or "/" in location or "\\" in location
 
@@ -125,7 +117,7 @@ def import_module(source: OutsideSource) -> tuple[Any, Path]:
         if not path.is_file():
             raise UserError(f"{where}: the module file {path} does not exist. Give the path of your .py file "
                             "(relative to the current folder) or an importable module name.")
-        name = f"repeval_outside_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{sha256_file(path)[:12]}"
+        name = f"repeval_outside_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{file_digest(path)[:12]}"
         if name in sys.modules:
             return sys.modules[name], path.resolve()
         folder = str(path.resolve().parent)
@@ -479,11 +471,11 @@ def build(source: OutsideSource, *, colors: int, seed: int, kwargs: dict[str, An
     where = f"--encoder {source.typed}"
     if (strip_prefix or add_prefix) and weights is None:
         raise UserError("--strip-prefix and --add-prefix rename the keys of --weights FILE; give --weights too.")
-    weights_sha = sha256_file(weights) if weights is not None and weights.is_file() else None
+    weights_sha = file_digest(weights) if weights is not None and weights.is_file() else None
     module, module_file = import_module(source)
     inner = call_factory(source, module, kwargs, seed)
     record: dict[str, Any] = {"kind": "python", "factory": source.typed.partition(":")[2],
-                              "module_file": str(module_file), "module_sha256": sha256_file(module_file),
+                              "module_file": str(module_file), "module_sha256": file_digest(module_file),
                               "class": (type(inner).__qualname__ if type(inner).__module__ == module.__name__
                                         else f"{type(inner).__module__}.{type(inner).__qualname__}"),
                               "kwargs": dict(kwargs), "weights": None}

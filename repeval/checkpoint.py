@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from repeval.errors import UserError
-from repeval.paths import atomic_write_bytes, atomic_write_text
+from repeval.paths import atomic_write_bytes, atomic_write_text, file_digest
 from repeval.specs import RunSpec
 
 STATE_FORMAT = 1
@@ -43,14 +43,6 @@ LEGACY_STATE = "state.pt"
 
 def run_dir(workdir: Path, spec: RunSpec) -> Path:
     return Path(workdir) / "checkpoints" / spec.run_id
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class DamagedCheckpoint(UserError):
@@ -141,7 +133,7 @@ class Checkpoint:
             f = self.path / manifest["state"]
             if not f.is_file():
                 raise self._damaged(f, "is missing")
-            if _sha256(f) != manifest["state_sha256"]:
+            if file_digest(f) != manifest["state_sha256"]:
                 raise self._damaged(f, f"does not match the sha256 committed in {MANIFEST} (truncated or edited)")
         else:
             f = self.path / LEGACY_STATE

@@ -138,9 +138,9 @@ _READ: dict[tuple[str, str], LatentsFile] = {}  # (path, sha256) -> the file as 
 def read_latents(path: Path) -> LatentsFile:
     """Read and check an embeddings npz (``allow_pickle=False``): every problem is a UserError.
     The same file with the same contents (sha256) is checked once per process."""
-    from encoders.external import sha256_file
+    from repeval.paths import file_digest
 
-    key = (str(path.resolve()), sha256_file(path)) if path.is_file() else None
+    key = (str(path.resolve()), file_digest(path)) if path.is_file() else None
     if key is not None and key in _READ:
         return _READ[key]
     loaded = _read_latents(path, key[1] if key else "")

@@ -20,6 +20,17 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "repeval"
 
 
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (``hashlib`` algorithm name), read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def host_name() -> str:
     """This machine's short host name, safe in a file name (claims and temporary files use it)."""
     name = socket.gethostname().split(".")[0] or "host"

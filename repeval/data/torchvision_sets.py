@@ -24,7 +24,7 @@ import numpy as np
 from repeval.data.base import Dataset, fingerprint_arrays, make_dataset
 from repeval.data.registry import DataOptions, DatasetEntry
 from repeval.errors import UserError
-from repeval.paths import atomic_write_bytes, atomic_write_text, cache_dir
+from repeval.paths import atomic_write_bytes, atomic_write_text, cache_dir, file_digest
 
 # name -> (folder under the data root, files that must exist there)
 LAYOUT: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -157,14 +157,6 @@ def _build_svhn(extra: bool):
 
 
 # ---------------------------------------------------------------------------- CIFAR-10
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _build_cifar10(allow_unverified: bool):
     def build(root: Path, download: bool):
         from torchvision.datasets import CIFAR10
@@ -176,7 +168,8 @@ def _build_cifar10(allow_unverified: bool):
                 "rule": "native 32x32x3"}
         if not download:
             official = dict(CIFAR10.train_list + CIFAR10.test_list)
-            bad = {f: _md5(folder / f) for f, md5 in official.items() if not check_integrity(str(folder / f), md5)}
+            bad = {f: file_digest(folder / f, "md5") for f, md5 in official.items()
+                   if not check_integrity(str(folder / f), md5)}
             if bad and not allow_unverified:
                 raise UserError(
                     f"CIFAR-10 checksum mismatch in {folder}: {', '.join(sorted(bad))} differ from the "

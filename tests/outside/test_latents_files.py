@@ -25,9 +25,9 @@ def test_embeddings_are_probed_stored_and_named_after_the_file(cli, embeddings, 
     spec = json.loads((run_dir / "spec.json").read_text())
     provenance = json.loads((run_dir / "provenance.json").read_text())
     external = provenance["external"]
-    from encoders.external import sha256_file
+    from repeval.paths import file_digest
 
-    assert spec["source"] == {"kind": "latents", "sha256": sha256_file(path)} and spec["encoder"] == "proj12"
+    assert spec["source"] == {"kind": "latents", "sha256": file_digest(path)} and spec["encoder"] == "proj12"
     assert external["file"] == str(path.resolve()) and external["trained_by"] == "external"
     assert external["shapes"]["z_train"] == [len(digits_arrays[1]), 12] and external["dtypes"]["z_train"] == "float64"
     assert external["meta"] == {"dataset": "digits", "encoder": "projection"}

@@ -131,10 +131,10 @@ def test_model_with_safetensors_is_probed_stored_and_identified_by_its_files(cli
     (run_dir,) = (cli.workdir / "checkpoints").iterdir()
     spec = json.loads((run_dir / "spec.json").read_text())
     external = json.loads((run_dir / "provenance.json").read_text())["external"]
-    from encoders.external import sha256_file
+    from repeval.paths import file_digest
 
-    assert spec["source"] == {"kind": "python", "factory": "build", "module_sha256": sha256_file(tiny),
-                              "weights_sha256": sha256_file(weights), "strip_prefix": None, "add_prefix": None}
+    assert spec["source"] == {"kind": "python", "factory": "build", "module_sha256": file_digest(tiny),
+                              "weights_sha256": file_digest(weights), "strip_prefix": None, "add_prefix": None}
     assert external["weights_format"] == "safetensors" and external["weights_keys"] == 4
     assert external["factory"] == f"{tiny}:build" and external["class"] == "Tiny" and external["decoder"]
     assert (run_dir / "previews-embedding.npz").is_file()  # it decodes, so it has previews
