@@ -5,7 +5,18 @@ model each), probe seeds (a stochastic probe re-run on one model's cached latent
 test set (which examples happen to be in it). The functions here are the building blocks:
 
 * :func:`t_interval` — a 95 % Student-t interval of a mean over independent values (the
-  per-model means over training seeds): ``scipy.stats.t.interval`` with ``scipy.stats.sem``.
+  per-model means over training seeds): ``scipy.stats.t.interval`` with ``scipy.stats.sem``,
+  intersected with the metric's declared range (:func:`within`).
+* :func:`prediction_interval` — where one more model's value falls with 95 % probability
+  (Student-t, ``s·√(1 + 1/n)``): what a single draw, such as one of the paper's Table 3
+  cells, is set against.
+* :func:`interval_from_std` — the t interval of a mean printed as mean ± population std of
+  ``n`` reruns (the paper's cells).
+* :func:`within` — an interval intersected with a declared range, marked ``clipped`` when
+  it reached past it. The true mean lies in the range, so the intersection covers it
+  whenever the interval did: clipping keeps the 95 % coverage and only drops impossible
+  values. At n = 2 the t interval has one degree of freedom (multiplier 12.71 against 4.30
+  at n = 3), so a two-seed interval is often clipped: docs/protocol.md §8, "Aggregation".
 * :func:`bootstrap_interval` — a 95 % percentile bootstrap interval of an accuracy over the
   test examples (``scipy.stats.bootstrap``, seeded, 1,000 resamples): the test-set-only
   interval, which even a single model gets.
@@ -63,23 +74,55 @@ def correctness(row: dict[str, Any]) -> np.ndarray | None:
 
 
 # ------------------------------------------------------------------------------ intervals
+Bounds = tuple[float | None, float | None]  # a metric's declared range; None: unbounded on that side
+
+
 @dataclass(frozen=True)
 class Interval:
     """A 95 % interval ``[low, high]`` and what it covers: ``kind`` ``"t"`` (over training
-    seeds, n ≥ 2) or ``"bootstrap"`` (over test examples only)."""
+    seeds, n ≥ 2) or ``"bootstrap"`` (over test examples only); ``clipped``: an end was
+    moved in to the metric's declared range (:func:`within`)."""
 
     low: float
     high: float
     kind: str
+    clipped: bool = False
 
     @property
     def half_width(self) -> float:
         return (self.high - self.low) / 2
 
+    def position(self, value: float) -> str:
+        """``"below"``, ``"inside"`` or ``"above"``: where ``value`` falls (ends inclusive)."""
+        return "below" if value < self.low else "above" if value > self.high else "inside"
 
-def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:
-    """Student-t interval of the mean of ``values`` (independent draws); ``None`` for fewer
-    than two values or any NaN. Identical values give a zero-width interval."""
+
+def within(interval: Interval | None, bounds: Bounds | None) -> Interval | None:
+    """``interval`` intersected with the closed range ``bounds`` (``(low, high)``, either
+    ``None`` for unbounded), with ``clipped`` set when an end moved. A true value inside the
+    range stays covered whenever the interval covered it, so coverage is kept."""
+    if interval is None or bounds is None:
+        return interval
+    low, high = interval.low, interval.high
+    lo, hi = bounds
+    if lo is not None and low < lo:
+        low = lo
+    if hi is not None and high > hi:
+        high = hi
+    if lo is not None and high < lo:
+        high = lo
+    if hi is not None and low > hi:
+        low = hi
+    if (low, high) == (interval.low, interval.high):
+        return interval
+    return Interval(float(low), float(high), interval.kind, True)
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE,
+               bounds: Bounds | None = None) -> Interval | None:
+    """Student-t interval of the mean of ``values`` (independent draws), within ``bounds``
+    (:func:`within`); ``None`` for fewer than two values or any NaN. Identical values give a
+    zero-width interval."""
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
@@ -87,9 +130,41 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
         return None
     mean, sem = float(x.mean()), float(stats.sem(x))
     if sem == 0:
-        return Interval(mean, mean, "t")
+        return within(Interval(mean, mean, "t"), bounds)
     low, high = stats.t.interval(confidence, df=x.size - 1, loc=mean, scale=sem)
-    return Interval(float(low), float(high), "t")
+    return within(Interval(float(low), float(high), "t"), bounds)
+
+
+def prediction_interval(values: Sequence[float], confidence: float = CONFIDENCE,
+                        bounds: Bounds | None = None) -> Interval | None:
+    """Where one more independent draw falls with probability ``confidence`` (normal draws):
+    ``mean ± t(n−1) · s · √(1 + 1/n)`` with the sample std ``s``, within ``bounds``; kind
+    ``"prediction"``. ``None`` for fewer than two values or any NaN."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if x.size < 2 or np.isnan(x).any():
+        return None
+    mean, spread = float(x.mean()), float(x.std(ddof=1)) * math.sqrt(1 + 1 / x.size)
+    if spread == 0:
+        return within(Interval(mean, mean, "prediction"), bounds)
+    low, high = stats.t.interval(confidence, df=x.size - 1, loc=mean, scale=spread)
+    return within(Interval(float(low), float(high), "prediction"), bounds)
+
+
+def interval_from_std(mean: float, population_std: float, n: int, confidence: float = CONFIDENCE,
+                      bounds: Bounds | None = None) -> Interval | None:
+    """The t interval of a mean printed as ``mean ± population std`` of ``n`` independent
+    reruns (the paper's cells, ``np.std``): standard error ``std / √(n − 1)``, n − 1 degrees
+    of freedom, within ``bounds``. ``None`` for n < 2 or a missing std."""
+    from scipy import stats
+
+    if n < 2 or population_std is None or math.isnan(population_std) or math.isnan(mean):
+        return None
+    if population_std == 0:
+        return within(Interval(mean, mean, "t"), bounds)
+    low, high = stats.t.interval(confidence, df=n - 1, loc=mean, scale=population_std / math.sqrt(n - 1))
+    return within(Interval(float(low), float(high), "t"), bounds)
 
 
 def bootstrap_interval(per_example: np.ndarray, *, seed: int = BOOTSTRAP_SEED,

@@ -6,7 +6,9 @@ model per run), the probe seed (a stochastic probe re-run on one model's cached 
 model over its probe seeds first*, then over the models (training seeds), and attaches a
 95 % interval: Student-t over the per-model means when there are two models or more,
 else, for a score stored with its per-example correctness (accuracies), a bootstrap over
-the test examples (labelled as covering test-set sampling only).
+the test examples (labelled as covering test-set sampling only). Every interval lies in
+its metric's declared range (:attr:`repeval.probes.Metric.bounds`): one that reached past
+it is cut at the range and marked ``clipped`` (docs/protocol.md §8, "Aggregation").
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ def per_example(rows: list[dict[str, Any]]) -> np.ndarray | None:
     return np.mean(np.stack(vectors), axis=0)
 
 
+def metric_bounds(task: str, metric: str) -> tuple[float | None, float | None] | None:
+    """The declared range of a (task, metric) (:attr:`repeval.probes.Metric.bounds`), or
+    ``None`` for a metric no registered probe declares (its intervals are left as computed)."""
+    from repeval.probes import metric_facts
+
+    facts = metric_facts(task, metric)
+    return facts.bounds if facts is not None else None
+
+
 def summarise(rows: list[dict[str, Any]], intervals: bool = True) -> list[dict[str, Any]]:
     """Aggregate score rows as the paper's tables do, probe seeds first (docs/protocol.md §4.6).
 
@@ -90,14 +101,16 @@ def summarise(rows: list[dict[str, Any]], intervals: bool = True) -> list[dict[s
     * ``probe_seeds``: probe seeds per model (the fewest any model has), ``probe_std``: the
       mean over models of the population std over probe seeds (0 for one probe seed);
     * ``model_means``: training seed → that model's mean (for paired comparisons);
-    * ``ci``: a 95 % interval ``{"low", "high", "kind"}`` — ``kind`` ``"t"`` over the models
-      (n ≥ 2), or ``"bootstrap"`` over the test examples (n = 1, for scores stored with their
-      per-example correctness) — or ``None``. ``intervals=False`` skips computing it.
+    * ``ci``: a 95 % interval ``{"low", "high", "kind", "clipped"}`` — ``kind`` ``"t"`` over
+      the models (n ≥ 2), or ``"bootstrap"`` over the test examples (n = 1, for scores stored
+      with their per-example correctness) — or ``None``; it never leaves the metric's declared
+      range (:func:`metric_bounds`), and ``clipped`` says an end was cut there (typical at
+      n = 2, where the t interval has one degree of freedom). ``intervals=False`` skips it.
 
     A NaN in any row makes the group's mean, std and interval NaN/None, so a failed seed is
     never averaged away. Groups come in the order of :data:`SCORE_ORDER`.
     """
-    from repeval.stats import bootstrap_interval, t_interval
+    from repeval.stats import bootstrap_interval, t_interval, within
 
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
@@ -112,12 +125,13 @@ def summarise(rows: list[dict[str, Any]], intervals: bool = True) -> list[dict[s
         mean = float(np.mean(values))
         ci = None
         if intervals and not math.isnan(mean):
-            interval = t_interval(values) if len(values) >= 2 else None
+            bounds = metric_bounds(key[GROUP_COLUMNS.index("task")], key[GROUP_COLUMNS.index("metric")])
+            interval = t_interval(values, bounds=bounds) if len(values) >= 2 else None
             if interval is None and len(values) == 1:
                 vector = per_example(next(iter(models.values())))
-                interval = bootstrap_interval(vector) if vector is not None else None
+                interval = within(bootstrap_interval(vector), bounds) if vector is not None else None
             if interval is not None:
-                ci = {"low": interval.low, "high": interval.high, "kind": interval.kind}
+                ci = {"low": interval.low, "high": interval.high, "kind": interval.kind, "clipped": interval.clipped}
         summary.append({**dict(zip(GROUP_COLUMNS, key)), "settings": json.loads(key[-1]),
                         "mean": mean, "std": float(np.std(values)), "n": len(models),
                         "seeds": sorted(seeds.values()), "probe_seeds": min(len(r) for r in models.values()),

@@ -8,13 +8,17 @@ import pytest
 from scipy import stats as sp
 
 from repeval.stats import (
+    Interval,
     bootstrap_interval,
+    interval_from_std,
     mcnemar,
     pack_bits,
     paired_difference,
     paired_test_set,
+    prediction_interval,
     t_interval,
     unpack_bits,
+    within,
 )
 
 
@@ -94,3 +98,53 @@ def test_paired_test_set_bootstraps_pairs_of_examples():
     assert (d.low, d.high) == (ref.confidence_interval.low, ref.confidence_interval.high)
     assert d.mean == pytest.approx(b.mean() - a.mean()) and d.n == 400 and d.test == "McNemar"
     assert d.p == pytest.approx(mcnemar(a, b)[0]) and d.significant
+
+
+def test_an_interval_is_cut_at_its_declared_range_and_marked():
+    # the README's two-seed kNN cell: 94.44 ± 0.74 (population std) gave [85.03, 103.86]
+    values = [0.9370, 0.9518]
+    raw = t_interval(values)
+    assert (raw.low, raw.high, raw.clipped) == (pytest.approx(0.8504, abs=1e-3), pytest.approx(1.0384, abs=1e-3), False)
+    cut = t_interval(values, bounds=(0.0, 1.0))
+    assert (cut.low, cut.high, cut.kind, cut.clipped) == (raw.low, 1.0, "t", True)
+    # one side unbounded, an interval already inside, no bounds at all
+    assert within(Interval(-0.5, 0.5, "t"), (0.0, None)) == Interval(0.0, 0.5, "t", True)
+    assert within(Interval(0.2, 0.5, "t"), (0.0, 1.0)) == Interval(0.2, 0.5, "t", False)
+    assert within(Interval(-3.0, 5.0, "t"), None) == Interval(-3.0, 5.0, "t")
+    assert within(None, (0.0, 1.0)) is None
+    # an interval wholly outside collapses onto the nearest end
+    assert within(Interval(1.2, 1.5, "t"), (0.0, 1.0)) == Interval(1.0, 1.0, "t", True)
+
+
+def test_clipping_keeps_the_coverage_of_the_two_seed_interval():
+    """A true mean inside the range is covered by the cut interval whenever by the raw one:
+    simulated two-seed cells near the top of [0, 1] keep 95 % coverage, and many are cut."""
+    rng = np.random.default_rng(0)
+    mu, draws = 0.944, rng.normal(0.944, 0.0105, (2000, 2))
+    raw = [t_interval(d) for d in draws]
+    cut = [t_interval(d, bounds=(0.0, 1.0)) for d in draws]
+    covered = [(i.low <= mu <= i.high) for i in raw]
+    assert [(i.low <= mu <= i.high) for i in cut] == covered
+    assert 0.93 < np.mean(covered) < 0.97
+    assert 0.3 < np.mean([i.clipped for i in cut]) < 0.6
+    assert all(0.0 <= i.low <= i.high <= 1.0 for i in cut)
+
+
+def test_prediction_interval_for_one_more_draw_is_scipys():
+    values = [0.61, 0.58, 0.66, 0.63]
+    got = prediction_interval(values)
+    scale = np.std(values, ddof=1) * math.sqrt(1 + 1 / 4)
+    low, high = sp.t.interval(0.95, df=3, loc=np.mean(values), scale=scale)
+    assert (got.low, got.high, got.kind) == (pytest.approx(low), pytest.approx(high), "prediction")
+    assert got.position(0.80) == "above" and got.position(0.62) == "inside" and got.position(0.45) == "below"
+    assert prediction_interval([0.5]) is None
+    assert prediction_interval([0.2, 0.9], bounds=(0.0, 1.0)).clipped
+
+
+def test_interval_of_a_printed_mean_and_population_std():
+    # 94.90 ± 0.14 over three reruns (np.std): standard error 0.14 / √2, two degrees of freedom
+    got = interval_from_std(94.90, 0.14, 3)
+    low, high = sp.t.interval(0.95, df=2, loc=94.90, scale=0.14 / math.sqrt(2))
+    assert (got.low, got.high) == (pytest.approx(low), pytest.approx(high))
+    assert interval_from_std(99.0, 0.9, 3, bounds=(0.0, 100.0)).high == 100.0
+    assert interval_from_std(77.56, None, 3) is None and interval_from_std(1.0, 0.1, 1) is None

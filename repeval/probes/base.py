@@ -48,6 +48,11 @@ class Tolerance:
 
 DIRECTIONS = ("higher", "lower", "none")
 
+Bounds = tuple[float | None, float | None]
+UNBOUNDED: Bounds = (None, None)
+FRACTION: Bounds = (0.0, 1.0)  # accuracies, stored as fractions
+NON_NEGATIVE: Bounds = (0.0, None)
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -59,7 +64,10 @@ class Metric:
     override it). Display: the report shows ``value·scale`` with ``decimals`` decimals under
     ``heading`` (default: the task's ``label``) and ``label`` plus ``unit``; ``note``
     explains the number where it appears. ``headline``: the report's pairwise-difference
-    matrix shows this metric (the first headline metric a table has).
+    matrix shows this metric (the first headline metric a table has). ``bounds``: the
+    closed range ``(low, high)`` every value of the metric lies in, in stored units
+    (:data:`FRACTION` for accuracies; ``None`` for an unbounded side): no interval
+    :func:`repeval.summary.summarise` or the report shows leaves it.
     """
 
     name: str
@@ -72,10 +80,16 @@ class Metric:
     heading: str = ""
     note: str = ""
     headline: bool = False
+    bounds: Bounds = UNBOUNDED
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"metric {self.name!r}: direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        low, high = self.bounds
+        if any(b is not None and not math.isfinite(b) for b in self.bounds) or \
+                (low is not None and high is not None and low >= high):
+            raise ValueError(f"metric {self.name!r}: bounds must be (low, high) with low < high, finite or None, "
+                             f"got {self.bounds!r}")
 
     @property
     def column_label(self) -> str:

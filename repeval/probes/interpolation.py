@@ -54,7 +54,7 @@ import numpy as np
 from repeval.data.base import Dataset, to_float
 from repeval.data.lines import BANK_SIZE, reference_bank
 from repeval.errors import UserError
-from repeval.probes.base import Metric, Result, Task, Tolerance
+from repeval.probes.base import NON_NEGATIVE, Metric, Result, Task, Tolerance
 from repeval.ranges import POSITIVE_INT, Int, setting, validate_settings
 
 if TYPE_CHECKING:  # annotations only: the functions import these when they run
@@ -176,7 +176,10 @@ TASK = Task(
     summary="the lines benchmark: realism (mean distance) and smoothness of decoded interpolations",
     metrics=(
         Metric("mean_distance", "lower", Tolerance(rel=0.05), "mean distance", "×10⁻³", 1000, 2,
-               note="cosine distance of decoded interpolants to the nearest true line (lower is better)"),
+               note="cosine distance of decoded interpolants to the nearest true line (lower is better)",
+               bounds=(0.0, 2.0)),  # a cosine distance, 1 − cos, lies in [0, 2]
         Metric("smoothness", "lower", Tolerance(abs=0.01), "smoothness",
-               note="largest normalised angle step minus the even step (lower is better)"),
+               note="largest normalised angle step minus the even step (lower is better)",
+               bounds=NON_NEGATIVE),  # the largest step is at least the mean step; no upper bound (a path
+        # that turns back makes a step larger than its span)
     ))

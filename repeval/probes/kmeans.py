@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from repeval.errors import UserError
-from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
+from repeval.probes.base import FRACTION, Latents, Metric, Result, Task, Tolerance
 from repeval.probes.metrics import clustering_scores, hungarian_mapping
 from repeval.ranges import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, Choice, setting, validate_settings
 
@@ -74,6 +74,7 @@ if TYPE_CHECKING:  # annotations only: the functions import these when they run
 PAPER_RESTARTS = 1000
 PAPER_MAX_ITER = 1000
 PAPER_TOL = 1e-4
+ARI_BOUNDS = (-0.5, 1.0)  # the adjusted Rand index's range (scikit-learn's docs; its minimum is −1/2)
 WHITEN_EPS = 1e-5  # added to each singular value before dividing (official cluster.py)
 CHUNK_ELEMENTS = 1 << 22  # points × (restarts·k) distances held at once on the CPU (16 MiB)
 CUDA_CHUNK_ELEMENTS = 1 << 26
@@ -537,7 +538,7 @@ TASK = Task(
             "Hungarian accuracy",
     metrics=(
         Metric("accuracy", "higher", Tolerance(abs=0.005), "acc.", "%", 100, 2,
-               note="Hungarian-matched clustering accuracy on the test split", headline=True),
-        Metric("nmi", "higher", Tolerance(abs=0.005), "NMI"),
-        Metric("ari", "higher", Tolerance(abs=0.005), "ARI"),
+               note="Hungarian-matched clustering accuracy on the test split", headline=True, bounds=FRACTION),
+        Metric("nmi", "higher", Tolerance(abs=0.005), "NMI", bounds=FRACTION),
+        Metric("ari", "higher", Tolerance(abs=0.005), "ARI", bounds=ARI_BOUNDS),
     ))

@@ -33,7 +33,7 @@ import numpy as np
 
 from repeval.devices import is_cuda
 from repeval.errors import UserError
-from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
+from repeval.probes.base import FRACTION, Latents, Metric, Result, Task, Tolerance
 from repeval.ranges import POSITIVE, POSITIVE_INT, Choice, setting, validate_settings
 
 METRICS = ("cosine", "euclidean")
@@ -144,4 +144,4 @@ TASK = Task(
     "knn", KNNSettings, run, label="kNN",
     summary="weighted k-nearest-neighbour vote of the train latents (cosine, k = 20, T = 0.07)",
     metrics=(Metric("accuracy", "higher", Tolerance(abs=0.005), "acc.", "%", 100, 2,
-                    note="cosine, k = 20, weighted votes"),))
+                    note="cosine, k = 20, weighted votes", bounds=FRACTION),))

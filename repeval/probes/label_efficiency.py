@@ -35,7 +35,7 @@ import numpy as np
 
 from repeval.devices import is_cuda
 from repeval.errors import UserError
-from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
+from repeval.probes.base import FRACTION, Latents, Metric, Result, Task, Tolerance
 from repeval.ranges import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Text, setting, validate_settings
 
 PROBES = ("linear", "knn")
@@ -184,7 +184,8 @@ def _declared() -> tuple[Metric, ...]:
             metrics.append(Metric(metric_name(probe, size), "higher", Tolerance(abs=0.005),
                                   f"{size}{'' if size == ALL else '/class'}", "%", 100, 2, heading=label,
                                   note=f"the {probe} probe fitted on {size} labelled train example"
-                                       f"{'s' if size != 1 else ''} per class, accuracy on the test split"))
+                                       f"{'s' if size != 1 else ''} per class, accuracy on the test split",
+                                  bounds=FRACTION))
     return tuple(metrics)
 
 

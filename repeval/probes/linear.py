@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from repeval.probes.base import Latents, Metric, Result, Task, Tolerance
+from repeval.probes.base import FRACTION, Latents, Metric, Result, Task, Tolerance
 from repeval.ranges import POSITIVE, POSITIVE_INT, Choice, setting, validate_settings
 
 if TYPE_CHECKING:  # annotations only: the functions import these when they run
@@ -150,7 +150,8 @@ TASK = Task(
         Metric("accuracy_online", "higher", Tolerance(abs=0.005), "acc.", "%", 100, 2, heading="Linear, online",
                note="the paper's Table 2 protocol: a dense layer trained alongside the autoencoder on the "
                     "stop-gradient latent; median of the last 20 evaluations. Near chance (10 %) at small "
-                    "budgets: it learns only as fast as the autoencoder's steps allow"),
+                    "budgets: it learns only as fast as the autoencoder's steps allow", bounds=FRACTION),
         Metric("accuracy", "higher", Tolerance(abs=0.005), "acc.", "%", 100, 2, heading="Linear, offline",
-               note="a linear classifier trained on the frozen latents after training (not the paper's protocol)"),
+               note="a linear classifier trained on the frozen latents after training (not the paper's protocol)",
+               bounds=FRACTION),
     ))
