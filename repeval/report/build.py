@@ -8,8 +8,10 @@ The page (template ``templates/report.html.j2``, jinja2 with autoescape) has six
    ahead (tied entries share the mark), reference encoders at the bottom, the columns'
    notes and near-chance warnings in words, a matrix of pairwise differences of the
    headline metric, and the label-efficiency curves;
-3. the paper's Tables 1–3 (``reports/paper.json``) beside our matching numbers, with the
-   difference and each paper value's verification status;
+3. the paper's Tables 1–3 (``reports/paper.json``) beside our matching numbers, each paper
+   value with its standing (reprint, secondary note, recollection): both 95 % intervals and
+   the difference for the tables of means, the paper's position in our distribution for
+   its single draws (Table 3), its reference rows beside ours;
 4. the lines benchmark as the paper's Table 1, with each family's decoded interpolations;
 5. figures: bar charts per probe, reconstructions and interpolations of every encoder,
    training curves (reconstruction loss, online-classifier accuracy), a t-SNE map of each
@@ -49,7 +51,7 @@ from repeval.report import figures
 from repeval.report.curves import along_training
 from repeval.report.data_status import DataStatus, data_status
 from repeval.report.format import anchor, fmt_budget, fmt_budget_share
-from repeval.report.paper import Ours, PaperRow, PaperTable, load_paper, paper_tables
+from repeval.report.paper import STANDINGS, Ours, PaperRow, PaperTable, load_paper, paper_tables
 from repeval.report.scores import (
     Cell,
     Column,
@@ -255,7 +257,7 @@ def collect(workdir: Path, paper_path: Path) -> dict[str, Any]:
         "paper_budget": fmt_budget(PAPER_BUDGET),
         "tables": [], "paper": None, "paper_path": None, "paper_tables": [], "paper_error": None, "lines": [],
         "figures": [], "along": [], "snapshot_rows": 0, "matrices": {}, "label_charts": {},
-        "budgets": [],
+        "budgets": [], "standings": STANDINGS,
     }
     if not rows:
         return context
@@ -367,8 +369,7 @@ def _figure_block(table: ScoreTable, previews: dict[tuple[str, int], Any], runs:
     labels = _row_labels(table)
     panels = []
     for c, column in enumerate(table.columns):
-        title = f"{column.view.probe}: {column.view.label}" + (f" [{column.variant}]" if column.variant else "")
-        panels.append({"title": title, "bars": [
+        panels.append({"title": column.title, "bars": [
             {"label": labels[i], "encoder": r.encoder, "reference": r.reference,
              "mean": r.cells[c].mean, "std": r.cells[c].std} for i, r in enumerate(table.rows) if r.cells[c]]})
     series = []

@@ -4,8 +4,9 @@ A run's snapshots (``repeval run --along-training``) are ordinary runs at smalle
 so the curves are the score groups of one (dataset, latent dim, family, latent, probe
 settings) at two or more budgets. Per dataset × latent dim, one panel per metric: the
 mean over seeds at each budget (a band of ± one std where there are several seeds), the
-paper's value for the same protocol as a point at its 2^24 images (marked unverified
-unless its status says otherwise), and the reference encoders as horizontal lines.
+paper's value for the same protocol as a point at its 2^24 images (filled when corroborated
+by a reprint or a secondary note, hollow for an unverified recollection), and the reference
+encoders as horizontal lines.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 from repeval.devices import PAPER_BUDGET
 from repeval.jsonio import canonical_json
 from repeval.report.format import anchor, fmt_budget, fmt_mean_std
-from repeval.report.scores import MetricView, _column_order, dataset_rank, encoder_rank, metric_view
+from repeval.report.paper import STANDINGS
+from repeval.report.scores import MetricView, _column_order, dataset_rank, encoder_rank, metric_view, variant_names
 
 
 @dataclass
@@ -46,10 +48,11 @@ class Panel:
     lines: list[Line]
     floors: list[dict[str, Any]] = field(default_factory=list)  # encoder, latent_dim, mean
     paper: list[dict[str, Any]] = field(default_factory=list)  # encoder, value, verified
+    variant: str = ""  # the settings that differ from another panel of the same metric
 
     @property
     def title(self) -> str:
-        return f"{self.view.probe}: {self.view.label}"
+        return f"{self.view.probe}" + (f", {self.variant}" if self.variant else "") + f": {self.view.label}"
 
     @property
     def budgets(self) -> list[int]:
@@ -73,7 +76,7 @@ class Block:
 
 def _paper_values(paper: dict[str, Any] | None) -> dict[tuple[str, int, str, str, str], list[tuple[float, bool]]]:
     """(our dataset, latent dim, encoder, task, metric) → the paper's values in our stored
-    units, for quantities measured with the same protocol, with whether each is verified."""
+    units, for quantities measured with the same protocol, with whether each is corroborated."""
     out: dict[tuple[str, int, str, str, str], list[tuple[float, bool]]] = {}
     if not paper:
         return out
@@ -86,8 +89,9 @@ def _paper_values(paper: dict[str, Any] | None) -> dict[tuple[str, int, str, str
                     continue
                 for ours in datasets.get(v["dataset"], {}).get("ours", []):
                     key = (ours, v["latent_dim"], v["encoder"], mapping["task"], mapping["metric"])
+                    standing = STANDINGS.get(str(v.get("status")))
                     out.setdefault(key, []).append((v["mean"] / mapping["scale"],
-                                                    not str(v["status"]).startswith("unverified")))
+                                                    standing is not None and standing.corroborated))
     return out
 
 
@@ -127,6 +131,12 @@ def along_training(groups: list[dict[str, Any]], paper: dict[str, Any] | None) -
     out = sorted(blocks.values(), key=lambda b: (dataset_rank(b.dataset), b.latent_dim))
     for block in out:
         block.panels.sort(key=lambda p: (_column_order(p.task, p.metric), p.settings))
+        by_metric: dict[tuple[str, str], list[Panel]] = {}
+        for p in block.panels:
+            by_metric.setdefault((p.task, p.metric), []).append(p)
+        for same in by_metric.values():
+            for p, name in zip(same, variant_names([p.settings for p in same])):
+                p.variant = name
     return out
 
 

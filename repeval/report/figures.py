@@ -199,7 +199,7 @@ def _loss(history: dict[str, Any]) -> tuple[str, list[float]] | None:
 def along_training(panels: Sequence[Any], colours: dict[str, Any], paper_budget: int) -> str | None:
     """One panel per metric: score against training images (log2 axis), a line per family
     (band: ± one std over seeds), reference encoders as dashed horizontal lines, the paper's
-    values as stars at ``paper_budget`` (hollow when unverified). ``panels`` are
+    values as stars at ``paper_budget`` (hollow for an unverified recollection). ``panels`` are
     :class:`repeval.report.curves.Panel` s."""
     if not panels:
         return None
@@ -218,8 +218,12 @@ def along_training(panels: Sequence[Any], colours: dict[str, Any], paper_budget:
                 label = plain(line.encoder) if line.encoder not in seen else None
                 seen.add(line.encoder)
                 ax.plot(x, y, color=colour, lw=1.2, marker="o", ms=2.5, label=label)
-                if max(line.ns) > 1:
-                    ax.fill_between(x, y - s, y + s, color=colour, alpha=0.18, lw=0)
+                if max(line.ns) > 1:  # the band stays in the metric's declared range
+                    low, high = getattr(getattr(panel, "view", None), "bounds", None) or (None, None)
+                    scale = getattr(getattr(panel, "view", None), "scale", 1.0)
+                    ax.fill_between(x, np.clip(y - s, None if low is None else low * scale, None),
+                                    np.clip(y + s, None, None if high is None else high * scale),
+                                    color=colour, alpha=0.18, lw=0)
             for floor in panel.floors:
                 label = plain(f"{floor['encoder']} (reference)") if floor["encoder"] not in seen else None
                 seen.add(floor["encoder"])
@@ -232,7 +236,8 @@ def along_training(panels: Sequence[Any], colours: dict[str, Any], paper_budget:
             ax.set_xlabel("training images")
             ax.tick_params(pad=1)
         if any(p.paper for p in panels):
-            fig.supxlabel("stars: the paper's value at its 2^24 images (hollow: unverified)", fontsize=7)
+            fig.supxlabel("stars: the paper's value at its 2^24 images (hollow: an unverified recollection)",
+                          fontsize=7)
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
         fig.legend(loc="outside right upper", frameon=False)

@@ -14,12 +14,15 @@ Conventions shown in every table:
   ahead of share the mark; reference encoders (raw pixels, PCA; budget 0 because they are
   fitted, not trained) sit at the bottom as floors;
 * a row of a table is one (encoder, latent, budget): scores at different budgets are never
-  averaged together. Columns split into variants (a, b, ...) when one probe was run with
-  different settings in the same table.
+  averaged together. When one probe was run with different settings in the same table, its
+  columns are named by the settings that differ (``k-means, 100 restarts``,
+  :func:`variant_names`);
+* every interval lies in its metric's declared range; one cut there is marked (``ci_clipped``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +32,7 @@ from repeval.devices import PAPER_BUDGET
 from repeval.jsonio import canonical_json
 from repeval.report.data_status import DataStatus, data_status, unique_flags
 from repeval.report.format import anchor, fmt_budget, fmt_interval, fmt_mean_std, fmt_number, fmt_signed
-from repeval.stats import SIGNIFICANCE
+from repeval.stats import SIGNIFICANCE, Interval, within
 from repeval.summary import summarise
 
 
@@ -61,9 +64,19 @@ class MetricView:
     note: str = ""
     headline: bool = False
     unit: str = ""
+    bounds: tuple[float | None, float | None] | None = None  # the declared range, stored units
 
     def display(self, value: float) -> float:
         return value * self.scale
+
+    @property
+    def difference_bounds(self) -> tuple[float | None, float | None] | None:
+        """The range of a difference of two values: ``[low − high, high − low]`` when both
+        ends are declared, else unbounded."""
+        if self.bounds is None or None in self.bounds:
+            return None
+        low, high = self.bounds
+        return (low - high, high - low)
 
 
 def metric_view(task: str, metric: str) -> MetricView:
@@ -76,7 +89,7 @@ def metric_view(task: str, metric: str) -> MetricView:
         return MetricView(task, metric, 1, 4, None)
     return MetricView(facts.heading or TASKS.get(task).label or task, facts.column_label, facts.scale,
                       facts.decimals, None if facts.direction == "none" else facts.direction, facts.note,
-                      facts.headline, facts.unit)
+                      facts.headline, facts.unit, facts.bounds)
 
 
 def _column_order(task: str, metric: str) -> tuple[int, int, str, str]:
@@ -95,7 +108,8 @@ class Cell:
     """One table cell: the display text and what it was made of.
 
     ``ci_text``: the 95 % interval in display units (``ci_kind`` ``"t"`` over training seeds,
-    ``"bootstrap"`` over test examples only); ``best``: marked (the best, or tied with it);
+    ``"bootstrap"`` over test examples only; ``ci_clipped``: cut at the metric's declared
+    range); ``best``: marked (the best, or tied with it);
     ``best_note`` says why; ``chance``: an accuracy near chance level (explained on the page).
     """
 
@@ -108,6 +122,7 @@ class Cell:
     best: bool = False
     ci_text: str = ""
     ci_kind: str = ""
+    ci_clipped: bool = False
     probe_seeds: int = 1
     best_note: str = ""
     chance: bool = False
@@ -120,8 +135,10 @@ class Cell:
             parts.append(f"{self.probe_seeds} probe seeds per model, averaged first")
         if self.ci_text:
             parts.append(f"95% interval {self.ci_text} "
-                         + ("(t over training seeds)" if self.ci_kind == "t"
-                            else "(bootstrap over test examples only: one model)"))
+                         + (f"(t over {self.n} training seeds, {self.n - 1} degree{'s' if self.n > 2 else ''} "
+                            "of freedom)" if self.ci_kind == "t"
+                            else "(bootstrap over test examples only: one model)")
+                         + (", cut at the metric's range" if self.ci_clipped else ""))
         if self.best_note:
             parts.append(self.best_note)
         parts.append(f"probe settings {self.settings}")
@@ -133,7 +150,7 @@ class Column:
     task: str
     metric: str
     view: MetricView
-    variant: str  # "" or "a", "b", ... when the probe ran with several settings here
+    variant: str  # "" or the settings that differ, e.g. "100 restarts", when the probe ran with several here
     settings: str  # canonical JSON of the settings of this column
 
     @property
@@ -142,7 +159,7 @@ class Column:
 
     @property
     def title(self) -> str:
-        return f"{self.view.probe}: {self.view.label}" + (f" [{self.variant}]" if self.variant else "")
+        return f"{self.view.probe}" + (f", {self.variant}" if self.variant else "") + f": {self.view.label}"
 
 
 @dataclass
@@ -309,6 +326,29 @@ def near_chance(view: MetricView, mean: float, classes: int) -> bool:
         and mean < 1.5 * 100.0 / classes
 
 
+def setting_text(name: str, value: Any) -> str:
+    """One setting in words: a number before its name (``1,000 restarts``, ``20 k``), else
+    the name before its value (``backend faiss``, ``seed run seed``)."""
+    words = name.replace("_", " ")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{words} {value if isinstance(value, str) else json.dumps(value)}"
+    number = f"{value:,}" if isinstance(value, int) else f"{value:g}"
+    return f"{number} {words}"
+
+
+def variant_names(variants: list[str]) -> list[str]:
+    """Names of the columns of one probe run with several settings (canonical JSON texts):
+    each names the settings whose values differ among them, e.g. ``100 restarts`` and
+    ``1,000 restarts``; a single variant has no name."""
+    if len(variants) < 2:
+        return [""] * len(variants)
+    parsed = [json.loads(v) for v in variants]
+    keys = list(dict.fromkeys(k for p in parsed for k in p))
+    differ = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in parsed}) > 1]
+    return [", ".join(setting_text(k, p[k]) if k in p else f"no {k.replace('_', ' ')}" for k in differ)
+            for p in parsed]
+
+
 def _score_table(dataset: str, dim: int, groups: list[dict[str, Any]],
                  run_ids: dict[tuple[Any, ...], list[str]], runs: dict[str, dict[str, Any]]) -> ScoreTable:
     settings_by_metric: dict[tuple[str, str], list[str]] = {}
@@ -319,9 +359,9 @@ def _score_table(dataset: str, dim: int, groups: list[dict[str, Any]],
             variants.append(text)
     columns = []
     for (task, metric), variants in sorted(settings_by_metric.items(), key=lambda kv: _column_order(*kv[0])):
-        for i, text in enumerate(sorted(variants)):
-            columns.append(Column(task, metric, metric_view(task, metric),
-                                  chr(ord("a") + i) if len(variants) > 1 else "", text))
+        ordered = sorted(variants)
+        for name, text in zip(variant_names(ordered), ordered):
+            columns.append(Column(task, metric, metric_view(task, metric), name, text))
     index = {c.key: i for i, c in enumerate(columns)}
     classes = num_classes(dataset)
     table_rows: dict[tuple[str, str, int, int], Row] = {}
@@ -342,7 +382,8 @@ def _score_table(dataset: str, dim: int, groups: list[dict[str, Any]],
         table_rows[row_key].cells[col] = Cell(
             fmt_mean_std(mean, std, g["n"], view.decimals), mean, std, g["n"], g["seeds"], columns[col].settings,
             ci_text=fmt_interval(view.display(ci["low"]), view.display(ci["high"]), view.decimals) if ci else "",
-            ci_kind=ci["kind"] if ci else "", probe_seeds=g.get("probe_seeds", 1),
+            ci_kind=ci["kind"] if ci else "", ci_clipped=bool(ci and ci.get("clipped")),
+            probe_seeds=g.get("probe_seeds", 1),
             chance=near_chance(view, mean, classes), side=g.get("side"))
     ordered = sorted(table_rows.values(), key=lambda r: (*encoder_rank(r.encoder, r.reference), r.latent,
                                                          r.budget, r.latent_dim))
@@ -444,7 +485,9 @@ def pairwise_matrix(table: ScoreTable) -> PairwiseMatrix | None:
             if math.isnan(d.p):
                 line.append(MatrixCell(text, False, f"{a.encoder} − {b.encoder}: {text}; not tested ({d.test})", 0))
                 continue
-            interval = fmt_interval(view.display(d.low), view.display(d.high), view.decimals)
+            cut = within(Interval(d.low, d.high, "t"), view.difference_bounds)
+            interval = fmt_interval(view.display(cut.low), view.display(cut.high), view.decimals) \
+                + (" (cut at the range a difference can take)" if cut.clipped else "")
             significant = d.p < SIGNIFICANCE
             better = sign * d.mean > 0
             line.append(MatrixCell(text + ("*" if significant else ""), significant,

@@ -69,7 +69,10 @@ def test_table_mean_std_n_best_and_reference_floor():
     # acai leads on both seeds, but two pairs give p = 0.13 (paired t): not significant, so both are marked
     assert [(c.text, c.n, c.seeds, c.best) for c in cells] == [
         ("60.00 ± 10.00", 2, [0, 1], True), ("85.00 ± 5.00", 2, [0, 1], True), ("95.00", 1, [0], False)]
-    assert [c.ci_text for c in cells] == ["[\u221267.06, 187.06]", "[21.47, 148.53]", ""]
+    # t with one degree of freedom reaches past [0, 100] %: cut at the range and marked
+    assert [(c.ci_text, c.ci_clipped) for c in cells] == [
+        ("[0.00, 100.00]", True), ("[21.47, 100.00]", True), ("", False)]
+    assert "1 degree of freedom" in cells[0].title and "cut at the metric's range" in cells[0].title
     assert "p = 0.13, paired t over 2 shared seeds" in cells[0].best_note
     assert [r.n for r in table.rows] == [2, 2, 1]
 
@@ -132,8 +135,10 @@ def test_settings_variants_split_a_column_and_budgets_split_rows():
     rows = [row("acai", 0.8, settings={"restarts": 10}), row("acai", 0.9, settings={"restarts": 1000}),
             row("acai", 0.6, budget=4096, settings={"restarts": 10})]
     [table] = score_tables(rows, {})
-    # variants in the order of their canonical JSON text
-    assert [(c.variant, c.settings) for c in table.columns] == [("a", '{"restarts":1000}'), ("b", '{"restarts":10}')]
+    # variants in the order of their canonical JSON text, each named by the setting that differs
+    assert [(c.variant, c.settings) for c in table.columns] == [
+        ("1,000 restarts", '{"restarts":1000}'), ("10 restarts", '{"restarts":10}')]
+    assert [c.title for c in table.columns] == ["k-means, 1,000 restarts: acc. %", "k-means, 10 restarts: acc. %"]
     assert [(r.budget, [c.text if c else None for c in r.cells]) for r in table.rows] == [
         (4096, [None, "60.00"]), (16384, ["90.00", "80.00"])]
 
@@ -167,45 +172,65 @@ def test_paper_match_same_protocol_with_difference_and_offline_for_context():
     tables = {t.id: t for t in paper_tables(paper, rows, {})}
     [online] = [r for r in tables["table2"].matched]
     assert (online.dataset, online.latent_dim, online.encoder, online.paper) == ("MNIST", 32, "acai", "98.25 ± 0.11")
-    assert not online.verified
-    assert [(o.text, o.n, o.diff, o.protocol) for o in online.ours] == [("98.50 ± 0.50", 2, "+0.25", "same")]
+    assert (online.standing.key, online.verified) == ("reprint", True)
+    assert online.status.startswith("corroborated by a reprint: Qian et al., IJCAI-19 (MIDR-AE)")
+    # a mean ± std table: both 95 % intervals (the paper's over 3 assumed reruns) and ours − paper
+    assert online.ci_text == "[97.92, 98.58]"  # 98.25 ± t(2)·0.11/√2
+    assert [(o.text, o.ci_text, o.n, o.diff, o.protocol) for o in online.ours] == [
+        ("98.50 ± 0.50", "[92.15, 100.00]ᶜ", 2, "+0.25", "same")]
     assert [(o.text, o.diff, o.protocol) for o in online.other] == [("97.00", None, "different")]
+    # a single draw (Table 3): where it falls among our models, no difference of means
     [kmeans] = tables["table3"].matched
-    assert (kmeans.paper, [(o.text, o.diff) for o in kmeans.ours]) == ("94.38", [("85.00", "\u22129.38")])
+    assert (kmeans.paper, [(o.text, o.diff, o.position) for o in kmeans.ours]) == ("94.38", [("85.00", None, "above")])
+    assert "our one model" in kmeans.ours[0].position_text
     [lines] = tables["table1"].matched
-    assert (lines.encoder, lines.paper, [(o.text, o.diff) for o in lines.ours]) == (
-        "acai", "0.24 ± 0.01", [("0.24", "+0.00")])
+    assert (lines.encoder, lines.paper, lines.standing.key, [(o.text, o.diff) for o in lines.ours]) == (
+        "acai", "0.24 ± 0.01", "secondary", [("0.24", "+0.00")])
     assert PAPER_DECIMALS == 2
 
 
-def test_paper_numbers_file_holds_the_recalled_tables_only():
+def test_paper_numbers_file_maps_each_quantity_to_our_metrics():
     paper = json.loads(PAPER_JSON.read_text(encoding="utf-8"))
-    values = {t["id"]: t["values"] for t in paper["tables"]}
-    assert {k: len(v) for k, v in values.items()} == {"table1": 14, "table2": 37, "table3": 24}
-    status = "unverified: recollection of the paper's table, not checked against the PDF (docs/protocol.md §9)"
-    assert {v["status"] for vs in values.values() for v in vs} == {status}
-    cell = {(t, v["dataset"], v["latent_dim"], v["encoder"], v["quantity"]): (v["mean"], v["std"])
-            for t, vs in values.items() for v in vs}
-    assert cell[("table1", "Lines", 64, "acai", "mean_distance")] == (0.24, 0.01)
-    assert cell[("table1", "Lines", 256, "vqvae", "smoothness")] == (0.77, 0.02)
-    assert cell[("table2", "SVHN", 32, "denoising", "classifier_accuracy")] == (77.89, 0.35)
-    assert cell[("table2", "CIFAR-10", 1024, "acai", "classifier_accuracy")] == (63.99, 0.47)
-    assert cell[("table3", "MNIST", 256, "acai", "kmeans_accuracy")] == (96.17, None)
-    # cells the paper leaves unreadable are absent from reports/paper.json: omitted, not invented
-    assert ("table2", "SVHN", 256, "vae", "classifier_accuracy") not in cell
-    assert ("table3", "SVHN", 256, "acai", "kmeans_accuracy") not in cell
     mapping = {t["id"]: [(o["task"], o["metric"], o["protocol"]) for q in t["quantities"].values() for o in q["ours"]]
                for t in paper["tables"]}
     assert mapping == {
         "table1": [("interpolation", "mean_distance", "same"), ("interpolation", "smoothness", "same")],
         "table2": [("linear", "accuracy_online", "same"), ("linear", "accuracy", "different")],
         "table3": [("kmeans", "accuracy", "same")]}
+    assert [t["cell"] for t in paper["tables"]] == ["mean_std", "mean_std", "single"]
+
+
+def test_single_draw_position_against_several_models():
+    paper = load_paper(PAPER_JSON.read_text(encoding="utf-8"))
+    rows = [row("acai", v, seed=s, task="kmeans", metric="accuracy") for s, v in enumerate([0.80, 0.82, 0.81])]
+    rows += [row("baseline", v, seed=s, task="kmeans", metric="accuracy") for s, v in enumerate([0.70, 0.90, 0.78])]
+    tables = {t.id: t for t in paper_tables(paper, rows, {})}
+    acai, baseline = sorted(tables["table3"].matched, key=lambda r: r.encoder)
+    # 94.38 against 80, 82, 81: far above our 95 % range for one model (81 ± t(2)·1·√(4/3))
+    assert (acai.ours[0].position, acai.ours[0].diff) == ("above", None)
+    assert acai.ours[0].position_text == "our 95 % range for one model [76.03, 85.97]; above 3 of our 3 models"
+    # 77.56 against 70, 90, 78: inside a range cut at 100 %
+    assert baseline.ours[0].position == "inside"
+    assert baseline.ours[0].position_text.endswith("ᶜ; above 1 of our 3 models")
 
 
 def test_paper_file_with_an_unknown_quantity_is_refused():
     paper = json.loads(PAPER_JSON.read_text(encoding="utf-8"))
     paper["tables"][0]["values"][0]["quantity"] = "nope"
     with pytest.raises(ValueError, match="unknown quantity 'nope'"):
+        load_paper(json.dumps(paper))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["tables"][1]["values"][0].update(status="verified"), "status 'verified', not one of"),
+    (lambda p: p["statuses"]["reprint"].update(level="checked"), "status 'reprint' must be one of"),
+    (lambda p: p["statuses"].update(pdf={"level": "verified", "source": "x"}), "status 'pdf' must be one of"),
+    (lambda p: p["tables"][2].update(cell="median"), "cell must be one of"),
+])
+def test_paper_file_outside_the_declared_vocabulary_is_refused(change, message):
+    paper = json.loads(PAPER_JSON.read_text(encoding="utf-8"))
+    change(paper)
+    with pytest.raises(ValueError, match=message):
         load_paper(json.dumps(paper))
 
 
@@ -237,3 +262,42 @@ def test_a_failed_seed_shows_nan_and_is_never_best():
                             row("baseline", 0.5), row("dropout", 0.6)], {})
     assert [(r.encoder, r.cells[0].text, r.cells[0].best) for r in table.rows] == [
         ("baseline", "50.00", False), ("dropout", "60.00", True), ("acai", "NaN", False)]
+
+
+def test_no_interval_summarise_or_the_tables_give_leaves_its_metrics_range():
+    """Random two- and three-seed cells of every declared metric with a bounded range (values
+    drawn near its ends, where a t interval reaches past them): every interval lies inside."""
+    from repeval.probes import TASKS
+    from repeval.summary import summarise
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for task in TASKS.values():
+        for metric in task.metrics:
+            low, high = metric.bounds
+            for case in range(6):
+                centre = (high if case % 2 else low) if low is not None and high is not None else (low or 0.0) + 0.01
+                for seed in range(2 + case % 2):
+                    value = centre + (rng.random() * 0.02 - 0.01)
+                    value = min(max(value, low if low is not None else value), high if high is not None else value)
+                    rows.append(row(f"enc{case}", value, seed=seed, task=task.name, metric=metric.name,
+                                    settings={"case": case}))
+    groups = summarise(rows)
+    assert len(groups) == 6 * sum(len(t.metrics) for t in TASKS.values())
+    clipped = 0
+    for g in groups:
+        low, high = TASKS.get(g["task"]).metric(g["metric"]).bounds
+        ci = g["ci"]
+        assert ci is not None
+        assert (low is None or ci["low"] >= low) and (high is None or ci["high"] <= high), g
+        clipped += ci["clipped"]
+    assert clipped > len(groups) // 3
+    for table in score_tables(rows, {}):
+        for r in table.rows:
+            for col, cell in zip(table.columns, r.cells):
+                if cell is None or not cell.ci_text:
+                    continue
+                low, high = (float(v.replace("\u2212", "-")) for v in cell.ci_text.strip("[]").split(", "))
+                lo, hi = col.view.bounds
+                assert (lo is None or low >= col.view.display(lo) - 1e-9) and \
+                    (hi is None or high <= col.view.display(hi) + 1e-9)
