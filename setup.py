@@ -41,8 +41,15 @@ setup(
         # `repeval sweep --launcher slurm` / `--launcher ray`
         "slurm": ["submitit>=1.5"],
         "ray": ["ray>=2.40"],
-        # the tests drive both engines for real (a local Ray, submitit's local executor, SLURM)
-        "test": ["pytest>=8", "ruff>=0.6", "submitit>=1.5", "ray>=2.40"],
+        # `repeval export --to mlflow|wandb|tensorboard` and log_to(tracker); MLflow's SQLite store
+        # (its default tracking URI) needs SQLAlchemy and Alembic, which mlflow-skinny leaves out
+        "mlflow": ["mlflow-skinny>=3.7", "sqlalchemy>=2", "alembic>=1.13"],
+        "wandb": ["wandb>=0.19"],
+        "tensorboard": ["tensorboard>=2.15"],
+        # the tests drive both engines for real (a local Ray, submitit's local executor, SLURM),
+        # and the trackers too (MLflow on SQLite, W&B offline, TensorBoard event files)
+        "test": ["pytest>=8", "ruff>=0.6", "submitit>=1.5", "ray>=2.40",
+                 "mlflow-skinny>=3.7", "sqlalchemy>=2", "alembic>=1.13", "wandb>=0.19", "tensorboard>=2.15"],
     },
     entry_points={"console_scripts": ["repeval = repeval.cli:main"]},
 )

@@ -788,6 +788,68 @@ def results(fmt, dataset, encoder, task, workdir, data_dir, allow_unverified):
     click.echo(format_results(rows, fmt))
 
 
+# ------------------------------------------------------------------------------ export
+@main.command("export")
+@click.option("--to", "to", required=True, type=click.Choice(("mlflow", "wandb", "tensorboard")),
+              help="The tracker to log the stored scores to.")
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("--encoder", default=None, help="Only this encoder.")
+@click.option("--task", default=None, help="Only this task.")
+@click.option("--tracking-uri", default=None, metavar="URI",
+              help="mlflow: the tracking URI (default: MLflow's own, MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@click.option("--experiment", default=None, metavar="NAME", help="mlflow: the experiment (created if new).")
+@click.option("--run-name", default=None, metavar="NAME",
+              help="Name of the tracker's run (tensorboard: a subfolder of --logdir).")
+@click.option("--project", default=None, metavar="NAME",
+              help="wandb: the project (runs offline, in ./wandb or WANDB_DIR, when WANDB_MODE=offline).")
+@click.option("--logdir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="tensorboard: where the event files go (default: <workdir>/tensorboard).")
+@click.option("--prefix", default="", metavar="TEXT", help="Put before every key and param, e.g. 'eval/'.")
+@click.option("--per-seed", is_flag=True, help="Also log each training seed's own value (key part seed_S).")
+@common_options
+def export_cmd(to, dataset, encoder, task, tracking_uri, experiment, run_name, project, logdir, prefix, per_seed,
+               workdir, data_dir, allow_unverified):
+    """Log the stored scores to MLflow, Weights & Biases or TensorBoard, as one new run.
+
+    Keys name dataset, encoder, task and metric (mnist/acai/kmeans/accuracy); a key's value
+    is the mean over training seeds (probe seeds averaged first, as in `repeval results`),
+    logged at step = the training budget, so several budgets make a curve. Latent sizes,
+    latent tensors or settings that differ between rows of one key go into it
+    (mnist/acai/latent_dim_32/kmeans/accuracy, mnist/acai/knn/k_5/accuracy). Probe settings
+    go out as params (knn.k, ...); undefined (NaN) scores are listed, not logged.
+
+    Each tracker is an extra: pip install "repeval[mlflow]" (or [wandb], [tensorboard]).
+
+    \b
+    Examples:
+      repeval export --to mlflow --experiment acai --tracking-uri sqlite:///mlflow.db
+      WANDB_MODE=offline repeval export --to wandb --project repeval --dataset mnist
+      repeval export --to tensorboard --logdir runs/tensorboard && tensorboard --logdir runs/tensorboard
+    """
+    from repeval.trackers import export
+
+    filters = {k: v for k, v in {"dataset": dataset, "encoder": encoder, "task": task}.items() if v}
+    rows = _stored_scores(workdir, **filters)
+    if not rows:
+        which = f" matching {', '.join(f'--{k} {v}' for k, v in filters.items())}" if filters else ""
+        raise UserError(f"No scores stored in {workdir}{which}, so there is nothing to export. Run e.g. "
+                        "`repeval run --encoder acai --task kmeans` first, or check --workdir (`repeval results` "
+                        "lists what is stored).")
+    if to == "tensorboard" and logdir is None:
+        logdir = Path(workdir) / "tensorboard"
+    logged, where = export(rows, to, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
+                           project=project, logdir=logdir, prefix=prefix, per_seed=per_seed)
+    steps = len({step for points in logged.history.values() for step in points})
+    click.echo(f"Logged {len(logged)} metric{'s' * (len(logged) != 1)} at {steps} budget{'s' * (steps != 1)} "
+               f"({logged.points} value{'s' * (logged.points != 1)}) and {len(logged.params)} "
+               f"param{'s' * (len(logged.params) != 1)}, from {len(rows)} stored score{'s' * (len(rows) != 1)}, "
+               f"to {where}.")
+    for line in logged.skipped[:10]:
+        click.echo(f"  skipped {line}")
+    if len(logged.skipped) > 10:
+        click.echo(f"  ... and {len(logged.skipped) - 10} more undefined scores, not logged")
+
+
 # ------------------------------------------------------------------------------ compare
 @main.command("compare")
 @click.option("--encoder", "encoder_names", multiple=True, required=True,
