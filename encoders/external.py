@@ -349,9 +349,10 @@ def _wrapper_class():
         learned = False
         latents = {LATENT: LATENT_TEXT}
 
-        def __init__(self, inner: nn.Module, contract: InputContract, colors: int, where: str):
+        def __init__(self, inner: nn.Module, contract: InputContract, colors: int, where: str, latent_fn=None):
             super().__init__()
             self.inner, self.contract, self.colors, self.where = inner, contract, colors, where
+            self.latent_fn = latent_fn
             self.latent_shape: tuple[int, ...] | None = None
             self.has_decoder = callable(getattr(inner, "decode", None))
 
@@ -405,8 +406,11 @@ def _wrapper_class():
 
         def encode(self, x: Tensor, latent: str | None = None) -> Tensor:
             self.check_latent(latent)
-            fn = self.inner.encode if callable(getattr(self.inner, "encode", None)) else self.inner
-            what = "encode(x)" if fn is not self.inner else "forward(x)"
+            if self.latent_fn is not None:
+                fn, what = (lambda x: self.latent_fn(self.inner, x)), "latent(model, x)"
+            else:
+                fn = self.inner.encode if callable(getattr(self.inner, "encode", None)) else self.inner
+                what = "encode(x)" if fn is not self.inner else "forward(x)"
             z = self._call(what, fn, self.to_input(x))
             if z.dim() < 2 or z.shape[0] != x.shape[0]:
                 raise UserError(f"{self.where}: {what} of a batch of {x.shape[0]} images returned shape "
@@ -466,7 +470,6 @@ def build(source: OutsideSource, *, colors: int, seed: int, kwargs: dict[str, An
           strip_prefix: str | None, add_prefix: str | None) -> BuiltModel:
     """Import, call the factory, load the weights strictly, wrap, and encode one dry batch of
     zeros (which checks the output's type, rank and batch size and sets its latent shape)."""
-    import torch
 
     where = f"--encoder {source.typed}"
     if (strip_prefix or add_prefix) and weights is None:
@@ -485,12 +488,22 @@ def build(source: OutsideSource, *, colors: int, seed: int, kwargs: dict[str, An
         record.update(weights=str(weights.resolve()), weights_sha256=weights_sha, weights_format=fmt,
                       weights_keys=keys, strip_prefix=strip_prefix, add_prefix=add_prefix)
     contract = input_contract(inner, where)
-    wrapped = _wrapper_class()(inner, contract, colors, where).eval()
-    with torch.no_grad():
-        wrapped.encode(torch.zeros(2, colors, 32, 32))
+    wrapped = wrap(inner, contract, colors, where)
     record.update(input=contract.record(), latent_shape=list(wrapped.latent_shape), decoder=wrapped.has_decoder,
                   parameters=sum(p.numel() for p in inner.parameters()))
     return BuiltModel(wrapped, module_file, record["module_sha256"], weights, weights_sha, record)
+
+
+def wrap(inner, contract: InputContract, colors: int, where: str, latent_fn=None):
+    """``inner`` behind the encoder contract, checked on one dry batch of zeros (which checks
+    the output's type, rank and batch size and sets the latent shape). ``latent_fn``: a
+    callable ``(inner, x) -> z`` used instead of ``encode``/``forward``."""
+    import torch
+
+    wrapped = _wrapper_class()(inner, contract, colors, where, latent_fn=latent_fn).eval()
+    with torch.no_grad():
+        wrapped.encode(torch.zeros(2, colors, 32, 32))
+    return wrapped
 
 
 def canonical_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

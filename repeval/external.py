@@ -179,11 +179,40 @@ def _read_latents(path: Path, sha: str) -> LatentsFile:
             except ValueError:
                 raise UserError(f"{where}: array {key!r} holds Python objects (dtype object), which repeval never "
                                 "unpickles. Save plain numbers, e.g. np.asarray(z, dtype=np.float32).") from None
+    out, classes = check_arrays(arrays, where)
     shapes = {k: list(arrays[k].shape) for k in KEYS}
     dtypes = {k: str(arrays[k].dtype) for k in KEYS}
+    meta: dict[str, Any] = {}
+    if "meta" in arrays:
+        raw = arrays["meta"]
+        try:
+            meta = json.loads(str(raw.item()) if raw.ndim == 0 else "")
+        except (ValueError, TypeError):
+            meta = None
+        if not isinstance(meta, dict):
+            raise UserError(f"{where}: array 'meta' must be one JSON object as text, e.g. "
+                            "meta=np.array(json.dumps({'dataset': 'mnist', 'encoder': 'mine'})); it holds "
+                            f"{raw.dtype} {raw.shape}.")
+    record = {"kind": "latents", "file": str(path.resolve()), "sha256": sha, "shapes": shapes, "dtypes": dtypes,
+              "classes": int(len(classes)), "meta": meta}
+    return LatentsFile(path, sha, out["z_train"], out["y_train"], out["z_test"], out["y_test"],
+                       int(len(classes)), meta, record)
+
+
+def check_arrays(arrays: dict[str, Any], where: str) -> tuple[dict[str, Any], Any]:
+    """Check and convert latents and labels of both splits (``z_train``, ``y_train``,
+    ``z_test``, ``y_test``): float32 (N, D) latents (more dimensions are flattened), int64
+    labels, finite values, one label per row, the classes 0..C-1. Returns the converted
+    arrays and the sorted classes; every problem is a :class:`UserError` that starts with
+    ``where`` (the file, or the Python call the arrays came from)."""
+    import numpy as np
+
     out: dict[str, Any] = {}
     for split in ("train", "test"):
         z, y = arrays[f"z_{split}"], arrays[f"y_{split}"]
+        if not hasattr(z, "dtype") or not hasattr(y, "dtype"):
+            raise UserError(f"{where}: z_{split} and y_{split} must be arrays (NumPy or torch), got "
+                            f"{type(z).__name__} and {type(y).__name__}. Convert them with np.asarray(...).")
         if z.dtype.kind not in "fiu":
             raise UserError(f"{where}: z_{split} has dtype {z.dtype}; latents must be real numbers (float or "
                             "integer). Convert them with np.asarray(z, dtype=np.float32).")
@@ -213,21 +242,7 @@ def _read_latents(path: Path, sha: str) -> LatentsFile:
         raise UserError(f"{where}: labels must be the class numbers 0..C-1 (C = {len(classes)} distinct labels "
                         f"here), but they run from {int(classes[0])} to {int(classes[-1])}. Map them, e.g. "
                         "np.unique(y, return_inverse=True)[1].")
-    meta: dict[str, Any] = {}
-    if "meta" in arrays:
-        raw = arrays["meta"]
-        try:
-            meta = json.loads(str(raw.item()) if raw.ndim == 0 else "")
-        except (ValueError, TypeError):
-            meta = None
-        if not isinstance(meta, dict):
-            raise UserError(f"{where}: array 'meta' must be one JSON object as text, e.g. "
-                            "meta=np.array(json.dumps({'dataset': 'mnist', 'encoder': 'mine'})); it holds "
-                            f"{raw.dtype} {raw.shape}.")
-    record = {"kind": "latents", "file": str(path.resolve()), "sha256": sha, "shapes": shapes, "dtypes": dtypes,
-              "classes": int(len(classes)), "meta": meta}
-    return LatentsFile(path, sha, out["z_train"], out["y_train"], out["z_test"], out["y_test"],
-                       int(len(classes)), meta, record)
+    return out, classes
 
 
 def meta_dataset(name: str) -> str | None:
@@ -246,6 +261,7 @@ class _Resolved:
     record: dict[str, Any]
     latents_file: LatentsFile | None = None
     built: Any = None  # encoders.external.BuiltModel
+    where: str = ""  # how messages name the source, when it is no file (Python objects)
 
 
 _RESOLVED: dict[str, _Resolved] = {}
@@ -304,11 +320,12 @@ def make_spec(name: str, dataset: str, *, seed: int = 0, options: OutsideOptions
 class Outside:
     """An outside encoder ready to probe: its run directory, model (python: only) and latents."""
 
-    checkpoint: Any  # repeval.checkpoint.Checkpoint
+    checkpoint: Any  # repeval.checkpoint.Checkpoint, or None when nothing is written (no workdir)
     model: Any  # the wrapped module on the device, or None for latents:
     latents: Any  # repeval.latents.Latents
     no_decoder: str | None  # why previews and decoder tasks are skipped; None when it decodes
     latent: str = "embedding"
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_labels(loaded: LatentsFile, dataset, where: str) -> None:
@@ -340,10 +357,11 @@ def _finite_latents(z, split: str, where: str) -> None:
                         "range (repeval feeds images in [-1, 1] unless the module declares input_range).")
 
 
-def prepare(spec: RunSpec, dataset, device: str, workdir: Path) -> Outside:
+def prepare(spec: RunSpec, dataset, device: str, workdir: Path | None) -> Outside:
     """Check an outside encoder against the data, then write its run directory; see the module
     docstring. ``dataset`` is the loaded dataset (``None`` for embeddings grouped under a name
-    that is no registered dataset)."""
+    that is no registered dataset). With ``workdir=None`` nothing is written (arrays and
+    modules probed from Python): no run directory, no cached latents."""
 
     from repeval import extract as ex
     from repeval import provenance
@@ -355,12 +373,12 @@ def prepare(spec: RunSpec, dataset, device: str, workdir: Path) -> Outside:
     if resolved is None:
         raise UserError(f"Run {spec.run_id} is an encoder from outside repeval; it is probed from its files: "
                         "`repeval run --encoder latents:FILE` or `--encoder python:MODULE:FACTORY`.")
-    path = run_dir(workdir, spec)
+    path = run_dir(workdir, spec) if workdir is not None else None
     cache: tuple[Path, Latents, dict[str, Any]] | None = None
     model = None
     if resolved.latents_file is not None:
         loaded = resolved.latents_file
-        where = f"--encoder latents:{loaded.path}"
+        where = resolved.where or f"--encoder latents:{loaded.path}"
         if dataset is not None:
             _check_labels(loaded, dataset, where)
         num_classes = dataset.num_classes if dataset is not None else loaded.num_classes
@@ -368,16 +386,16 @@ def prepare(spec: RunSpec, dataset, device: str, workdir: Path) -> Outside:
         no_decoder = "precomputed embeddings have no decoder"
         checked = (f"labels equal to the registered dataset {dataset.name!r}'s" if dataset is not None else
                    f"labels not checked ({spec.dataset!r} is no registered dataset)")
-        data_record = {"name": spec.dataset, "source": str(loaded.path.resolve()), "fingerprint": loaded.sha256[:16],
-                       "verified": f"user-supplied embeddings; {checked}"}
+        data_record = {"name": spec.dataset, "source": str(loaded.path.resolve()) if loaded.path else "arrays",
+                       "fingerprint": loaded.sha256[:16], "verified": f"user-supplied embeddings; {checked}"}
     else:
         built = resolved.built
         where = built.module.where
         model = built.module.to(device).eval()
         latent = "embedding"
         digest = weights_digest(model.state_dict())
-        file = path / "latents" / f"{latent}-{digest}-{dataset.fingerprint}.npz"
-        cached = ex.read_cache(file, dataset.num_classes) if file.is_file() else None
+        file = path / "latents" / f"{latent}-{digest}-{dataset.fingerprint}.npz" if path is not None else None
+        cached = ex.read_cache(file, dataset.num_classes) if file is not None and file.is_file() else None
         if cached is not None:
             latents = cached
         else:
@@ -387,7 +405,8 @@ def prepare(spec: RunSpec, dataset, device: str, workdir: Path) -> Outside:
             _finite_latents(z_test, "test", where)
             latents = Latents(z_train, dataset.train.y.cpu().numpy(), z_test, dataset.test.y.cpu().numpy(),
                               dataset.num_classes)
-            cache = (file, latents, {"latent": latent, "weights": digest, "data": dataset.fingerprint})
+            if file is not None:
+                cache = (file, latents, {"latent": latent, "weights": digest, "data": dataset.fingerprint})
         no_decoder = None if model.has_decoder else "the model has no decode(z)"
         if model.has_decoder:
             import torch
@@ -403,9 +422,273 @@ def prepare(spec: RunSpec, dataset, device: str, workdir: Path) -> Outside:
     record.update(precision="fp32", training_step="none (an encoder from outside repeval)",
                   latents={"embedding": "the encoder's output, flattened"},
                   external={**resolved.record, "trained_by": "external", "decoder": no_decoder is None})
+    if path is None:
+        return Outside(None, model, latents, no_decoder, provenance=record)
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / "spec.json", json.dumps(spec.to_dict(), indent=1, sort_keys=True))
     atomic_write_text(path / "provenance.json", json.dumps(record, indent=1, sort_keys=True, default=str))
     if cache is not None:
         ex.write_npz(*cache)
-    return Outside(Checkpoint(path), model, latents, no_decoder)
+    return Outside(Checkpoint(path), model, latents, no_decoder, provenance=record)
+
+
+# ------------------------------------------------------------------------------ sources held in memory
+def _object_name(name: str, what: str) -> str:
+    """A usable table name for a source given from Python (``name=``)."""
+    import encoders
+
+    if not isinstance(name, str) or not NAME.fullmatch(name) or len(name) > 64:
+        raise UserError(f"name={name!r} ({what}) is not a usable encoder name: use letters, digits, '.', '_' and '-' "
+                        "(at most 64, starting with a letter or digit).")
+    if name in encoders.REGISTRY:
+        raise UserError(f"name={name!r} is the name of the registered family {name!r}; {what} needs its own name in "
+                        "tables and the report. Pass name='something_else'.")
+    return name
+
+
+def _array_digest(arrays: dict[str, Any], extra: dict[str, Any]) -> str:
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for key in KEYS:
+        a = arrays[key]
+        h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _as_numpy(value: Any, what: str, where: str):
+    """NumPy view of an array or a torch tensor (detached, on the CPU); anything else as is."""
+    if value is None:
+        return None
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        return value.detach().cpu().numpy()
+    if hasattr(value, "__array__") and not hasattr(value, "dtype"):
+        import numpy as np
+
+        return np.asarray(value)
+    if not hasattr(value, "dtype"):
+        if isinstance(value, (list, tuple)):
+            import numpy as np
+
+            try:
+                return np.asarray(value)
+            except ValueError as exc:
+                raise UserError(f"{where}: {what} is a ragged {type(value).__name__} ({exc}); give an array of "
+                                "one row per example.") from None
+        raise UserError(f"{where}: {what} is a {type(value).__name__}; give a NumPy array or a torch tensor.")
+    return value
+
+
+TEST_FRACTION = 0.2  # repeval.probe's held-out share when no test split is given
+
+
+def split_labelled(z, y, *, fraction: float, seed: int, where: str):
+    """A seeded, stratified train/test split of one labelled pair (scikit-learn's
+    ``train_test_split``); returns the four arrays and what was done (recorded in every row)."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise UserError(f"{where}: test_fraction={fraction!r} must be a number strictly between 0 and 1 (the share "
+                        "of examples held out for testing), e.g. 0.2.")
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) and counts.min() < 2:
+        rare = classes[counts < 2][:8].tolist()
+        raise UserError(f"{where}: class(es) {', '.join(map(str, rare))} have a single example, so a stratified "
+                        "train/test split cannot put one on each side. Give z_test and y_test yourself, or drop "
+                        "those examples.")
+    n_test = int(np.ceil(fraction * len(y)))
+    if n_test < len(classes) or len(y) - n_test < len(classes):
+        raise UserError(f"{where}: {len(y):,} examples of {len(classes)} classes cannot be split {fraction:g} / "
+                        f"{1 - fraction:g} with every class on both sides. Give more examples, another test_fraction, "
+                        "or z_test and y_test yourself.")
+    z_train, z_test, y_train, y_test = train_test_split(z, y, test_size=fraction, random_state=seed, stratify=y)
+    record = {"test_fraction": float(fraction), "seed": int(seed), "n_train": int(len(y_train)),
+              "n_test": int(len(y_test)), "stratified": True}
+    return z_train, y_train, z_test, y_test, record
+
+
+class ArraysSource:
+    """Latents held in memory (``repeval.probe``): checked as a ``latents:`` file is, named
+    by the digest of their bytes (and of the split made when no test split was given)."""
+
+    embeddings = True
+    in_memory = True
+
+    def __init__(self, z_train, y_train, z_test=None, y_test=None, *, name: str = "arrays",
+                 test_fraction: float = TEST_FRACTION, split_seed: int = 0, where: str = "repeval.probe"):
+        where = f"{where}(name={name!r})"
+        self.name = _object_name(name, "a set of arrays")
+        z_train, y_train = _as_numpy(z_train, "z_train", where), _as_numpy(y_train, "y_train", where)
+        z_test, y_test = _as_numpy(z_test, "z_test", where), _as_numpy(y_test, "y_test", where)
+        self.split: dict[str, Any] | None = None
+        if z_test is None and y_test is None:
+            if z_train is None or y_train is None:
+                raise UserError(f"{where}: give the latents and their labels, z_train and y_train.")
+            ArraysSource.check_split(z_train, y_train, where=where)  # names a bad array before any split
+            z_train, y_train, z_test, y_test, self.split = split_labelled(z_train, y_train, fraction=test_fraction,
+                                                                          seed=split_seed, where=where)
+        if any(a is None for a in (z_train, y_train, z_test, y_test)):
+            raise UserError(f"{where}: give z_test together with y_test (or neither, and a stratified split of "
+                            "z_train, y_train is made).")
+        arrays = {"z_train": z_train, "y_train": y_train, "z_test": z_test, "y_test": y_test}
+        converted, classes = check_arrays(arrays, where)
+        self.where = where
+        self.sha256 = _array_digest(converted, {"split": self.split})
+        shapes = {k: list(arrays[k].shape) for k in KEYS}
+        dtypes = {k: str(arrays[k].dtype) for k in KEYS}
+        record = {"kind": "arrays", "sha256": self.sha256, "shapes": shapes, "dtypes": dtypes,
+                  "classes": int(len(classes)), "split": self.split}
+        self.loaded = LatentsFile(None, self.sha256, converted["z_train"], converted["y_train"], converted["z_test"],
+                                  converted["y_test"], int(len(classes)), {}, record)
+
+    @staticmethod
+    def check_split(z, y, *, where: str) -> None:
+        """Check one split's latents and labels as a ``latents:`` file's are checked."""
+        z, y = _as_numpy(z, "X", where), _as_numpy(y, "y", where)
+        check_arrays({"z_train": z, "y_train": y, "z_test": z, "y_test": y}, where)
+
+    @staticmethod
+    def gather(data, max_examples: int | None, seed: int, split: str, where: str):
+        """``(x, y)`` of one split for :class:`repeval.Prober`: a pair of arrays or tensors (a
+        seeded draw of ``max_examples`` when there are more), or an iterable of ``(x, y)``
+        batches (a DataLoader: its first ``max_examples`` examples). ``x`` stays a tensor or
+        array of inputs; ``y`` becomes int64 labels."""
+        import numpy as np
+        import torch
+
+        if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
+                                         or max_examples < 2):
+            raise UserError(f"{where}: max_examples={max_examples!r} must be a whole number of at least 2, or None.")
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(hasattr(a, "shape") for a in data):
+            x, y = data
+            if len(x) != len(y):
+                raise UserError(f"{where}: the {split} inputs have {len(x):,} rows but {len(y):,} labels; give one "
+                                "label per example.")
+            if max_examples is not None and len(x) > max_examples:
+                keep = np.sort(np.random.default_rng(seed).choice(len(x), max_examples, replace=False))
+                x = x[torch.as_tensor(keep)] if isinstance(x, torch.Tensor) else x[keep]
+                y = y[torch.as_tensor(keep)] if isinstance(y, torch.Tensor) else y[keep]
+        else:
+            try:
+                batches = iter(data)
+            except TypeError:
+                raise UserError(f"{where}: {split} is a {type(data).__name__}; give (x, y) tensors or arrays, or a "
+                                "DataLoader of (x, y) batches.") from None
+            xs, ys, n = [], [], 0
+            for batch in batches:
+                if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                    raise UserError(f"{where}: a {split} batch is a {type(batch).__name__}; each batch must be "
+                                    "(x, y) (inputs and integer labels).")
+                xs.append(torch.as_tensor(batch[0]))
+                ys.append(torch.as_tensor(batch[1]))
+                n += len(xs[-1])
+                if max_examples is not None and n >= max_examples:
+                    break
+            if not xs:
+                raise UserError(f"{where}: the {split} data gave no batch.")
+            x, y = torch.cat(xs)[:max_examples], torch.cat(ys)[:max_examples]
+        y = _as_numpy(y, f"the {split} labels", where)
+        if getattr(y, "dtype", None) is None or y.dtype.kind not in "iu" or y.ndim != 1:
+            raise UserError(f"{where}: the {split} labels have shape {getattr(y, 'shape', None)} and dtype "
+                            f"{getattr(y, 'dtype', None)}; give one integer class label per example.")
+        return x, y.astype(np.int64)
+
+    def make_spec(self, dataset: str, *, seed: int = 0, latent_dim: int | None = None,
+                  hparams: dict[str, Any] | None = None) -> RunSpec:
+        if hparams:
+            raise UserError(f"{self.where}: hyper-parameters {', '.join(sorted(hparams))} do not apply to "
+                            "precomputed latents.")
+        dim = int(self.loaded.z_train.shape[1])
+        if latent_dim is not None and latent_dim != dim:
+            raise UserError(f"{self.where}: latent_dim={latent_dim} does not apply: the latents have {dim} values.")
+        identity = {"kind": "arrays", "sha256": self.sha256, **({"split": self.split} if self.split else {})}
+        spec = RunSpec(encoder=self.name, dataset=dataset, latent_dim=dim, depth=0, budget=0, seed=int(seed),
+                       online_eval_every=0, hparams={}, source=identity)
+        _RESOLVED[spec.run_id] = _Resolved(self.loaded.record, latents_file=self.loaded, where=self.where)
+        return spec
+
+
+class ModuleSource:
+    """A ``torch.nn.Module`` held in memory (``repeval.evaluate(model, ...)``), behind the same
+    input contract as ``python:`` encoders, named by the digest of its class and state dict
+    (so a changed model is a new run). ``latent``: an optional callable ``(model, x) -> z``
+    for a model whose latent is not ``encode(x)`` (nor ``forward``)."""
+
+    embeddings = False
+    in_memory = True
+
+    def __init__(self, module, *, name: str | None = None, latent=None, weights: Path | None = None,
+                 strip_prefix: str | None = None, add_prefix: str | None = None):
+        import copy
+
+        from torch import nn
+
+        if not isinstance(module, nn.Module):
+            raise UserError(f"repeval.evaluate: encoder is a {type(module).__name__}; give a registered name "
+                            "(`repeval encoders`), latents:FILE.npz, python:MODULE:FACTORY or a torch.nn.Module.")
+        if latent is not None and not callable(latent):
+            raise UserError(f"repeval.evaluate: latent={latent!r} does not apply to a module; give a callable "
+                            "(model, x) -> latents, or leave it out to use the module's encode(x) (else forward).")
+        cls = type(module)
+        self.where = f"repeval.evaluate({cls.__name__})"
+        self.name = _object_name(name or cls.__name__, f"the module {cls.__name__}")
+        self.inner = copy.deepcopy(module)  # the caller's module keeps its device, mode and weights
+        self.latent_fn = latent
+        self.record: dict[str, Any] = {}
+        if weights is not None:
+            from encoders import external as ext
+            from repeval.paths import file_digest
+
+            weights = Path(weights).expanduser()
+            state, fmt = ext.load_weights(weights)
+            keys = ext.load_strictly(self.inner, state, weights, strip_prefix, add_prefix)
+            self.record.update(weights=str(weights.resolve()), weights_sha256=file_digest(weights),
+                               weights_format=fmt, weights_keys=keys)
+        elif strip_prefix or add_prefix:
+            raise UserError("strip_prefix and add_prefix rename the keys of weights=FILE; give weights too.")
+        self.inner.cpu()
+
+    def _identity(self) -> dict[str, Any]:
+        from repeval.checkpoint import weights_digest
+
+        cls = type(self.inner)
+        fn = self.latent_fn
+        latent_fn = None
+        if fn is not None:
+            import hashlib
+            import inspect
+
+            try:
+                code = inspect.getsource(fn)
+            except (OSError, TypeError):
+                code = getattr(getattr(fn, "__code__", None), "co_code", b"").hex()
+            latent_fn = {"name": getattr(fn, "__qualname__", type(fn).__name__),
+                         "sha256": hashlib.sha256(code.encode()).hexdigest()}
+        return {"kind": "module", "class": f"{cls.__module__}.{cls.__qualname__}",
+                "state_sha256": weights_digest(self.inner.state_dict()), "latent_fn": latent_fn}
+
+    def make_spec(self, dataset: str, *, seed: int = 0, latent_dim: int | None = None,
+                  hparams: dict[str, Any] | None = None) -> RunSpec:
+        from encoders import external as ext
+        from repeval import data
+
+        if hparams:
+            raise UserError(f"{self.where}: hyper-parameters {', '.join(sorted(hparams))} do not apply to a module "
+                            "that is already built.")
+        entry = data.get(dataset)
+        contract = ext.input_contract(self.inner, self.where)
+        wrapped = ext.wrap(self.inner, contract, entry.channels, self.where, latent_fn=self.latent_fn)
+        dim = math.prod(wrapped.latent_shape)
+        if latent_dim is not None and latent_dim != dim:
+            raise UserError(f"{self.where}: latent_dim={latent_dim} does not apply: the module's latents have {dim} "
+                            "values. Leave latent_dim out.")
+        identity = self._identity()
+        record = {**identity, **self.record, "input": contract.record(), "latent_shape": list(wrapped.latent_shape),
+                  "decoder": wrapped.has_decoder, "parameters": sum(p.numel() for p in self.inner.parameters())}
+        built = ext.BuiltModel(wrapped, Path(), "", None, None, record)
+        spec = RunSpec(encoder=self.name, dataset=dataset, latent_dim=int(dim), depth=0, budget=0, seed=int(seed),
+                       online_eval_every=0, hparams={}, source={k: v for k, v in identity.items() if v is not None})
+        _RESOLVED[spec.run_id] = _Resolved(record, built=built, where=self.where)
+        return spec

@@ -18,6 +18,7 @@ import torch
 from repeval.checkpoint import Checkpoint, weights_digest
 from repeval.data.base import Dataset, to_float
 from repeval.devices import eval_batch_size
+from repeval.errors import UserError
 from repeval.latents import Latents
 from repeval.paths import atomic_write_bytes
 
@@ -78,3 +79,38 @@ def write_npz(path: Path, latents, meta: dict) -> None:
     np.savez(buf, z_train=latents.z_train, y_train=latents.y_train, z_test=latents.z_test,
              y_test=latents.y_test, meta=np.array(json.dumps(meta, sort_keys=True)))
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def encode_inputs(model, x, *, latent=None, batch_size: int = 256) -> np.ndarray:
+    """Latents of a user's module over inputs ``x`` (a tensor or array, batch first), as a
+    training loop probes it (:class:`repeval.Prober`): the module in eval mode under
+    ``no_grad`` while it encodes (BatchNorm statistics untouched, dropout off), its previous
+    mode restored afterwards, batches moved to the device of its first parameter. ``latent``:
+    a callable ``(model, x) -> z``; without it ``model.encode(x)``, else ``model(x)``.
+    Returns float32 (N, D), each latent flattened."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else None
+    fn = latent if latent is not None else (
+        (lambda m, xb: m.encode(xb)) if callable(getattr(model, "encode", None)) else (lambda m, xb: m(xb)))
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                xb = x[i:i + batch_size].to(device, non_blocking=True)
+                if dtype is not None and xb.is_floating_point():
+                    xb = xb.to(dtype)
+                z = fn(model, xb)
+                if not isinstance(z, torch.Tensor) or z.dim() < 2 or z.shape[0] != xb.shape[0]:
+                    shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+                    raise UserError(f"repeval.Prober: the model's latent of a batch shaped {tuple(xb.shape)} is "
+                                    f"{shape}; expected a tensor (B, D) or (B, ...), one latent per example. Pass "
+                                    "latent=lambda model, x: ... to pick the latent.")
+                out.append(z.flatten(1).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)

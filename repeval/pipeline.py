@@ -69,7 +69,7 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
             latent: str | None = None, overrides: dict[str, dict[str, Any]] | None = None,
             progress: bool = True, log: Callable[[str], Any] | None = None,
             snapshots: Iterable[int] | None = (), checkpoint_every_s: float | None = None,
-            probe_seeds: int | dict[str, int] = 1) -> list[dict[str, Any]]:
+            probe_seeds: int | dict[str, int] = 1, reuse: bool = False) -> list[dict[str, Any]]:
     """Train or reuse ``spec`` (writing ``snapshots`` as :class:`repeval.train.Trainer` does),
     probe it with ``tasks``, store and return the score rows.
 
@@ -79,18 +79,18 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
     name): how often each stochastic task (one whose settings have a ``seed``) runs on the
     cached latents, with seeds :func:`repeval.summary.probe_seed` of the run's seed (or of the
     task's ``seed`` override); each run is stored as its own rows, its index in
-    ``details["probe_seed"]``.
+    ``details["probe_seed"]``. ``reuse``: a (latent, task, settings) whose scores the run's
+    record already holds is not probed again; its stored rows are returned marked
+    ``reused`` (``repeval.evaluate``'s default; ``repeval run`` recomputes).
     """
     from repeval import extract as ex
     from repeval.maps import write_map
     from repeval.previews import write_previews
-    from repeval.probes import TASKS
-    from repeval.store import Score
     from repeval.train import train
 
-    if spec.external:  # latents: or python: (repeval/external.py): nothing to train
+    if spec.external:  # latents:, python: or in memory (repeval/external.py): nothing to train
         return run_outside(spec, tasks, dataset=dataset, device=device, workdir=workdir, store=store,
-                           overrides=overrides, log=log, probe_seeds=probe_seeds)
+                           overrides=overrides, log=log, probe_seeds=probe_seeds, reuse=reuse)
 
     every = {} if checkpoint_every_s is None else {"checkpoint_every_s": checkpoint_every_s}
     checkpoint = train(spec, dataset, device, workdir, progress=progress, log=log, snapshots=snapshots, **every)
@@ -98,28 +98,66 @@ def run_one(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: P
     model = checkpoint.load_model(device)
     latent = model.check_latent(latent)
     write_previews(checkpoint.path, model, dataset, latent, device)
-    latents = None
+    cached: list[Any] = []
+
+    def latents():
+        if not cached:
+            cached.append(ex.extract(checkpoint, dataset, latent, device, model=model))
+            write_map(checkpoint.path, cached[0], latent)
+        return cached[0]
+
+    online = online_score(checkpoint.history) if model.learned else None
+    return probe_tasks(spec, tasks, record, model=model, latents=latents, latent=latent, dataset=dataset,
+                       device=device, overrides=overrides, probe_seeds=probe_seeds, log=log, reuse=reuse,
+                       online=online)
+
+
+def probe_tasks(spec: RunSpec, tasks: list[str], record: "_Record", *, model, latents: Callable[[], Any],
+                latent: str, dataset, device: str, overrides: dict[str, dict[str, Any]] | None,
+                probe_seeds: int | dict[str, int], log: Callable[[str], Any] | None = None, reuse: bool = False,
+                online: tuple[float, dict[str, Any]] | None = None,
+                no_decoder: str | None = None) -> list[dict[str, Any]]:
+    """The per-task loop every run goes through (trained, outside, arrays, in-memory modules):
+    each task at each probe seed, its scores recorded (``record``: scores.json and the store,
+    or memory) as the task ends; returns the rows of this call's (latent, task, settings),
+    as recorded. ``latents()`` gives the frozen latents (computed on first use); ``model`` is
+    what decoding tasks run on; ``no_decoder`` says why they are skipped when it cannot
+    decode. ``online``: the online classifier's score, stored beside the linear probe."""
+    from repeval.jsonio import canonical_json
+    from repeval.probes import TASKS
+    from repeval.store import Score
+
+    say = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    wanted: set[tuple[str, str]] = set()  # (task or metric, canonical settings) of this call
+    fresh: set[tuple[str, str, str]] = set()  # (task, metric, canonical settings) computed by this call
     for task_name in tasks:
         task = TASKS[task_name]
+        if task.needs_model and no_decoder is not None:
+            say(f"{spec.encoder}: task {task_name!r} decodes latents and {no_decoder}; skipped.")
+            continue
         for index, settings in _probe_settings(task_name, spec.seed, device, overrides, probe_seeds):
+            wanted.add((task_name, canonical_json(asdict(settings))))
+            if task_name == "linear" and online is not None:
+                wanted.add(("accuracy_online", canonical_json(ONLINE_SETTINGS)))
+            if reuse and record.has(latent, task_name, asdict(settings), [m.name for m in task.metrics]):
+                continue
             t0 = time.perf_counter()
-            if task.needs_model:
-                result = task.run(model, dataset, settings, device, latent)
-            else:
-                if latents is None:
-                    latents = ex.extract(checkpoint, dataset, latent, device, model=model)
-                    write_map(checkpoint.path, latents, latent)
-                result = task.run(latents, settings, device)
+            result = (task.run(model, dataset, settings, device, latent) if task.needs_model
+                      else task.run(latents(), settings, device))
             wall = time.perf_counter() - t0
             at = record.now()
             scores = _scores(spec, task_name, result, latent, settings, index, wall, at, log)
-            if task_name == "linear" and model.learned:
-                online = online_score(checkpoint.history)
-                if online is not None:
-                    scores.append(Score(task="linear", metric="accuracy_online", value=online[0], latent=latent,
-                                        settings=ONLINE_SETTINGS, details=online[1], created_at=at))
+            if task_name == "linear" and online is not None:
+                scores.append(Score(task="linear", metric="accuracy_online", value=online[0], latent=latent,
+                                    settings=ONLINE_SETTINGS, details=online[1], created_at=at))
             record.add(scores)
-    return record.rows(latent=latent, task=tasks)
+            fresh.update((s.task, s.metric, canonical_json(s.settings)) for s in scores)
+    out = []
+    for row in record.rows(latent=latent, task=list(tasks)):
+        key = canonical_json(row["settings"])
+        if (row["task"], key) in wanted or (row["metric"] == "accuracy_online" and (row["metric"], key) in wanted):
+            out.append({**row, "reused": (row["task"], row["metric"], key) not in fresh})
+    return out
 
 
 def _probe_settings(task_name: str, seed: int, device: str, overrides: dict[str, dict[str, Any]] | None,
@@ -144,6 +182,8 @@ def _scores(spec: RunSpec, task_name: str, result, latent: str, settings, index:
     from repeval.store import Score
 
     marker = {} if index is None else {"probe_seed": index}
+    if isinstance(spec.source, dict) and spec.source.get("split"):  # repeval.probe split one labelled pair
+        marker["split"] = spec.source["split"]
     return [Score(task=task_name, metric=m, value=v, latent=latent, settings=asdict(settings),
                   details={**result.details, **result.metric_details.get(m, {}), **marker}, wall_time_s=wall,
                   created_at=at) for m, v in computable(spec, task_name, result, log).items()]
@@ -152,13 +192,21 @@ def _scores(spec: RunSpec, task_name: str, result, latent: str, settings, index:
 class _Record:
     """Where a run's scores go: ``scores.json`` in its run directory first (the durable
     record), then the store when there is one (``None`` for sweep workers), with the same
-    timestamps, so that ``repeval collect`` rebuilds exactly what the store holds."""
+    timestamps, so that ``repeval collect`` rebuilds exactly what the store holds. A run
+    without a directory (``repeval.probe`` with no workdir) keeps its record in memory."""
 
-    def __init__(self, store, spec: RunSpec, checkpoint) -> None:
+    def __init__(self, store, spec: RunSpec, checkpoint, provenance: dict[str, Any] | None = None) -> None:
         from repeval import scorefile
 
-        self.store, self.spec, self.path, self.scorefile = store, spec, checkpoint.path, scorefile
+        self.scorefile, self.store, self.spec = scorefile, store, spec
+        self.path = checkpoint.path if checkpoint is not None else None
         at = scorefile.now()
+        if self.path is None:
+            self.record = {"format": scorefile.FORMAT, "run_id": spec.run_id, "spec": spec.to_dict(),
+                           "provenance": provenance or {}, "checkpoint": None, "created_at": at,
+                           "updated_at": at, "scores": []}
+            self.store = None
+            return
         self.record = scorefile.record_run(checkpoint.path, spec.run_id, spec.to_dict(), checkpoint.provenance,
                                            str(checkpoint.path), at=at)
         if store is not None:
@@ -168,8 +216,16 @@ class _Record:
     def now(self) -> str:
         return self.scorefile.now()
 
+    def has(self, latent: str, task: str, settings: dict[str, Any], metrics: list[str]) -> bool:
+        """Whether scores of ``task`` with these settings are recorded for ``latent``."""
+        return self.scorefile.holds(self.record, latent, task, settings)
+
     def add(self, scores: list) -> None:
-        self.record = self.scorefile.add_scores(self.path, [asdict(s) for s in scores])
+        rows = [asdict(s) for s in scores]
+        if self.path is None:
+            self.scorefile.merge_scores(self.record, rows)
+            return
+        self.record = self.scorefile.add_scores(self.path, rows)
         if self.store is not None:
             self.store.add_scores(self.spec.run_id, scores)
 
@@ -218,40 +274,30 @@ def run_along_training(spec: RunSpec, tasks: list[str], *, workdir: Path, snapsh
     return rows
 
 
-def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path, store,
+def run_outside(spec: RunSpec, tasks: list[str], *, dataset, device: str, workdir: Path | None, store,
                 overrides: dict[str, dict[str, Any]] | None = None,
                 log: Callable[[str], Any] | None = None,
-                probe_seeds: int | dict[str, int] = 1) -> list[dict[str, Any]]:
+                probe_seeds: int | dict[str, int] = 1, reuse: bool = False) -> list[dict[str, Any]]:
     """Probe an encoder from outside repeval (``spec.external``): checked and written as a run
     directory by :func:`repeval.external.prepare` first (a bad input stores nothing), then
     probed and stored like any run. Tasks that decode (``needs_model``) and the previews are
     skipped with a line on ``log`` when the encoder has no decoder (embeddings files, a
-    module without ``decode``)."""
+    module without ``decode``). With ``workdir=None`` nothing is written: the scores stay in
+    memory and are returned."""
     from repeval.external import prepare
     from repeval.previews import write_previews
-    from repeval.probes import TASKS
 
     say = log or (lambda message: print(message, file=sys.stderr, flush=True))
     outside = prepare(spec, dataset, device, workdir)
-    record = _Record(store, spec, outside.checkpoint)
-    if outside.no_decoder is None:
-        write_previews(outside.checkpoint.path, outside.model, dataset, outside.latent, device)
-    else:
-        say(f"{spec.encoder}: {outside.no_decoder}, so no reconstructions or interpolations are previewed.")
-    for task_name in tasks:
-        task = TASKS[task_name]
-        if task.needs_model and outside.no_decoder is not None:
-            say(f"{spec.encoder}: task {task_name!r} decodes latents and {outside.no_decoder}; skipped.")
-            continue
-        for index, settings in _probe_settings(task_name, spec.seed, device, overrides, probe_seeds):
-            t0 = time.perf_counter()
-            if task.needs_model:
-                result = task.run(outside.model, dataset, settings, device, outside.latent)
-            else:
-                result = task.run(outside.latents, settings, device)
-            wall = time.perf_counter() - t0
-            record.add(_scores(spec, task_name, result, outside.latent, settings, index, wall, record.now(), log))
-    return record.rows(latent=outside.latent, task=tasks)
+    record = _Record(store, spec, outside.checkpoint, outside.provenance)
+    if outside.checkpoint is not None:
+        if outside.no_decoder is None:
+            write_previews(outside.checkpoint.path, outside.model, dataset, outside.latent, device)
+        else:
+            say(f"{spec.encoder}: {outside.no_decoder}, so no reconstructions or interpolations are previewed.")
+    return probe_tasks(spec, tasks, record, model=outside.model, latents=lambda: outside.latents,
+                       latent=outside.latent, dataset=dataset, device=device, overrides=overrides,
+                       probe_seeds=probe_seeds, log=log, reuse=reuse, no_decoder=outside.no_decoder)
 
 
 def _has_seed(task) -> bool:

@@ -83,14 +83,27 @@ def add_scores(run_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     record = read(run_dir)
     if record is None:
         raise ValueError(f"{path_of(run_dir)} does not exist; record the run first")
+    merge_scores(record, rows)
+    _write(run_dir, record)
+    return record
+
+
+def merge_scores(record: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add (or replace, per key) score rows in a record held in memory; returns it."""
     by_key = {_key(r): r for r in record["scores"]}
     for row in rows:
         value = row["value"]
         clean = {**row, "value": None if value is None or math.isnan(value) else float(value)}
         by_key[_key(clean)] = clean
     record["scores"] = list(by_key.values())
-    _write(run_dir, record)
     return record
+
+
+def holds(record: dict[str, Any], latent: str, task: str, settings: dict[str, Any]) -> bool:
+    """Whether the record has scores of ``task`` on ``latent`` with exactly these settings."""
+    key = canonical_json(settings)
+    return any(r["latent"] == latent and r["task"] == task and canonical_json(r["settings"]) == key
+               for r in record["scores"])
 
 
 def _write(run_dir: Path, record: dict[str, Any]) -> None:

@@ -434,9 +434,9 @@ CASES: list[Case] = [
                                           "{tmp}/afile/z.npz"), ("--out", "afile", "is a file"), prepare=a_file()),
     Case("extract-latent-missing", ("extract", *BASELINE_SPEC, "--latent", "sample", "--out", "{tmp}/z.npz"),
          ("--latent sample: baseline has no latent 'sample'",)),
-    Case("extract-outside-encoder", ("extract", "--encoder", "latents:{tmp}/emb.npz", "--dataset", "digits",
-                                     "--out", "{tmp}/z.npz"), ("is an encoder from outside repeval",),
-         prepare=embeddings),
+    Case("extract-weights-without-python-encoder", ("extract", "--encoder", "pca", "--dataset", "digits",
+                                                    "--weights", "{tmp}/w.safetensors", "--out", "{tmp}/z.npz"),
+         ("--weights loads the weights of one python: encoder",)),
     Case("train-outside-encoder", ("train", "--encoder", "latents:{tmp}/emb.npz", "--dataset", "digits"),
          ("is an encoder from outside repeval", "repeval run --encoder latents:"), prepare=embeddings),
     # --- check and its baseline files (repeval/check.py)
