@@ -72,24 +72,6 @@ def snapshot_options(f):
                              "budget), e.g. --snapshots 6144,12288.")(f)
 
 
-def _snapshots(snapshot_list: str | None, no_snapshots: bool) -> list[int] | None:
-    """The trainer's ``snapshots`` argument: None (none at all) or the extra image counts."""
-    if no_snapshots:
-        if snapshot_list:
-            raise UserError("--snapshots and --no-snapshots contradict each other; give one of them.")
-        return None
-    out = []
-    for item in (snapshot_list or "").replace(" ", "").split(","):
-        if not item:
-            continue
-        try:
-            out.append(int(item.replace("_", "")))
-        except ValueError:
-            raise UserError(f"--snapshots {snapshot_list!r}: {item!r} is not a whole number of images; give "
-                            "comma-separated counts such as --snapshots 6144,12288.") from None
-    return out
-
-
 def _parse_assignments(items: tuple[str, ...], what: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -165,114 +147,18 @@ def outside_options(f):
     return command
 
 
-# ------------------------------------------------------------------------------ writable places
-def _writable(workdir: Path, out: Path | None = None) -> None:
-    """The workdir (and ``--out``'s folder) can be written, checked before any work."""
-    from repeval.paths import writable_dir
-
-    writable_dir(workdir, "--workdir")
-    if out is not None:
-        writable_dir(Path(out).expanduser().parent, f"The folder of --out {out}:")
-
-
-def _regularised(name: str) -> str:
-    """``name`` with the command's --regularizer added (FAMILY+REGULARISER), validated."""
-    import encoders
-
-    reg = _context_meta().get(_REGULARISER)
-    family = encoders.get(name)
-    if not reg or name.endswith(f"+{reg}"):
-        return name
-    if getattr(family, "outside", False):
-        raise UserError(f"--regularizer {reg} adds a training loss, but {name} is an encoder from outside repeval "
-                        "(not trained here). Leave --regularizer out for it.")
-    composed = f"{name}+{reg}"
-    encoders.get(composed)  # a family or regulariser that cannot compose fails here, with the reason
-    return composed
-
-
-def _encoder_names(requested) -> list[str]:
-    """`run`'s --encoder values: ``all`` expanded (the families the --regularizer composes with,
-    when one is given), the regulariser added, every name validated, before any work."""
-    import encoders
-    from repeval.external import OutsideOptions, check_options
-
-    reg = _context_meta().get(_REGULARISER)
-    names: list[str] = []
-    for name in requested:
-        if name == "all":
-            names += (encoders.REGISTRY.composable_with(encoders.REGULARISERS.get(reg)) if reg
-                      else list(encoders.REGISTRY))
-        else:
-            names.append(name)
-    names = list(dict.fromkeys(_regularised(n) for n in dict.fromkeys(names)))
-    check_options(names, _context_meta().get(_OUTSIDE) or OutsideOptions())
-    return names
-
-
-def _command_dataset(dataset: str, names: list[str]) -> str:
-    """`run`'s dataset: --dataset when given; else, for latents: files, the dataset their meta
-    names (all the same); else the default."""
-    from repeval.external import is_embeddings, meta_dataset
-
+def _given(parameter: str, value: Any) -> Any:
+    """``value``, or None when the user left ``--parameter`` at its default (the layer below
+    then chooses, e.g. the dataset a latents: file's meta names)."""
     ctx = click.get_current_context(silent=True)
-    if ctx is None or ctx.get_parameter_source("dataset") is not click.core.ParameterSource.DEFAULT:
-        return dataset
-    named = {n: meta_dataset(n) for n in names}
-    found = {d for d in named.values() if d}
-    if len(found) > 1:
-        raise UserError(f"The latents: files name different datasets in their meta ({', '.join(sorted(found))}); "
-                        "give --dataset NAME, or run them separately.")
-    files = [n for n in names if is_embeddings(n)]
-    if not found and files:
-        missing = files[0]
-        raise UserError(f"{missing} does not say which dataset its rows are (no 'dataset' in its meta): give "
-                        "--dataset NAME, a registered dataset (its labels are then checked against the file's) "
-                        "or a name of your own to group the scores under.")
-    if found and len(files) < len(names):
-        raise UserError(f"The latents: file names the dataset {found.pop()!r}; give --dataset explicitly when it is "
-                        "probed beside other encoders, so they all use the same data.")
-    return found.pop() if found else dataset
-
-
-def _registered_dataset(dataset: str) -> bool:
-    from repeval import data
-
-    try:
-        data.get(dataset)
-    except UserError:
-        return False
-    return True
-
-
-def _grouping_entry(dataset: str, names: list[str]):
-    """For embeddings grouped under a name that is no registered dataset (latents: only), a
-    stand-in dataset entry with no features, which tasks are expanded against; else None."""
-    from types import SimpleNamespace
-
-    from repeval.external import is_embeddings
-
-    if _registered_dataset(dataset) or not names or not all(is_embeddings(n) for n in names):
+    if ctx is not None and ctx.get_parameter_source(parameter) is click.core.ParameterSource.DEFAULT:
         return None
-    return SimpleNamespace(name=dataset, features=frozenset())
+    return value
 
 
-def _load_dataset(dataset: str, names: list[str], data_dir, allow_unverified):
-    """The command's dataset, or None when only latents: files are grouped under an unregistered name."""
-    from repeval import data
-
-    if _grouping_entry(dataset, names) is not None:
-        return None
-    return data.load(dataset, _data_options(data_dir, allow_unverified))
-
-
-def _latent_for(spec, latent: str | None) -> str | None:
-    """`run`'s --latent for one spec: the choice when its encoder has it, else its default (None)."""
-    import encoders
-
-    if spec.external:
-        return None
-    return latent if latent in encoders.get(spec.encoder).latents else None
+def _outside_options():
+    """The command's --weights, --name, --strip-prefix and --add-prefix (None without them)."""
+    return _context_meta().get(_OUTSIDE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -474,29 +360,6 @@ def _setup_process(threads: int | None) -> None:
     faiss.omp_set_num_threads(threads)
 
 
-def _resolve(encoder: str, dataset: str, latent_dim, budget, seed: int, device: str, hparams):
-    import encoders
-    from repeval.devices import resolve_device
-    from repeval.specs import make_spec
-
-    device = resolve_device(device)
-
-    encoder = _regularised(encoder)
-    family = encoders.get(encoder)
-    if getattr(family, "outside", False):  # latents: or python: (repeval/external.py)
-        from repeval import external
-
-        options = _context_meta().get(_OUTSIDE)
-        if options is None:
-            raise UserError(f"{encoder} is an encoder from outside repeval: it is not trained here. Probe it with "
-                            f"`repeval run --encoder {encoder} --task ...`.")
-        return external.make_spec(encoder, dataset, seed=seed, options=options, latent_dim=latent_dim,
-                                  hparams=_parse_assignments(hparams, "--hparam")), device
-    spec = make_spec(encoder, dataset, latent_dim=latent_dim, budget=budget if family.learned else None,
-                     seed=seed, device=device, hparams=_parse_assignments(hparams, "--hparam"))
-    return spec, device
-
-
 def _stored_scores(workdir: Path, **filters) -> list[dict[str, Any]]:
     """The store's score rows; none (and no database created) when the workdir has no store."""
     from repeval.store import DB_FILENAME, Store
@@ -505,26 +368,6 @@ def _stored_scores(workdir: Path, **filters) -> list[dict[str, Any]]:
         return []
     with Store.in_workdir(workdir) as store:
         return store.scores(**filters)
-
-
-def _check_settings(tasks: list[str], overrides: dict[str, dict[str, Any]], devices: set[str]) -> None:
-    """Every task's settings on every device of the command, with the --set overrides, checked
-    against their declared ranges now (the probes resolve them again when they run)."""
-    from repeval.probes import resolve_settings
-
-    for task in tasks:
-        for device in sorted(devices):
-            resolve_settings(task, device, overrides.get(task, {}))
-
-
-def _announce_budget(specs, budget) -> None:
-    """The first line of output says when a CPU run uses the small default budget."""
-    from repeval.specs import PAPER_BUDGET
-
-    defaulted = [s for s, dev in specs if budget is None and s.budget and s.budget != PAPER_BUDGET]
-    if defaulted:
-        click.echo(f"CPU run: default budget {defaulted[0].budget:,} images (the paper's 2^24 is for GPUs; "
-                   "set --budget to change it).", err=True)
 
 
 def checkpoint_option(f):
@@ -552,17 +395,19 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
     the same command again to resume. On its way the run writes snapshots: the complete
     runs of 4,096, 8,192, ... images with the same spec and seed (see --snapshots).
     """
-    from repeval import data
+    from repeval import data, evaluation
     from repeval.train import snapshot_points
     from repeval.train import train as train_spec
 
     _setup_process(threads)
-    spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
-    snapshots = _snapshots(snapshot_list, no_snapshots)
+    spec, device = evaluation.resolve_spec(encoder, dataset, latent_dim=latent_dim, budget=budget, seed=seed,
+                                           device=device, hparams=_parse_assignments(hparams, "--hparam"),
+                                           regulariser=_context_meta().get(_REGULARISER))
+    snapshots = evaluation.snapshot_list(snapshot_list, no_snapshots)
     if snapshots and spec.budget:
         snapshot_points(spec, snapshots)  # a bad value fails before the data loads
-    _announce_budget([(spec, device)], budget)
-    _writable(workdir)
+    evaluation.announce_budget([(spec, device)], budget, lambda message: click.echo(message, err=True))
+    evaluation.writable(workdir)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
     every = {} if checkpoint_every is None else {"checkpoint_every_s": checkpoint_every}
     checkpoint = train_spec(spec, ds, device, workdir, snapshots=snapshots, **every)
@@ -626,14 +471,9 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
       repeval run --encoder latents:my_embeddings.npz --task linear --task knn --dataset digits
       repeval run --encoder python:my_model.py:build --weights my_model.safetensors --task all --dataset digits
     """
-    import contextlib
-
-    import encoders
-    from repeval import pipeline
+    from repeval import evaluation
     from repeval.results import format_results
-    from repeval.store import Store
     from repeval.summary import summarise
-    from repeval.train import snapshot_points
 
     if job_run_id is not None:  # a sweep job: stop with the process that started it
         from repeval.sweep.worker import die_with_parent
@@ -641,56 +481,17 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
         die_with_parent()
         no_store = True
     _setup_process(threads)
-    names = _encoder_names(encoder_names)  # all expanded, --regularizer added; an unknown name fails here
-    for name in names:
-        encoders.get(name)  # an unknown name fails here, before any work
-    dataset = _command_dataset(dataset, names)
-    task_list = pipeline.expand_tasks(tasks, dataset, entry=_grouping_entry(dataset, names))
-    overrides: dict[str, dict[str, Any]] = {}
-    for key, value in _parse_assignments(settings, "--set").items():
-        task, dot, name = key.partition(".")
-        if not dot or task not in task_list:
-            raise UserError(f"--set {key}=... must name one of this run's tasks ({', '.join(task_list)}) "
-                            "as TASK.KEY, e.g. --set kmeans.restarts=1000.")
-        overrides.setdefault(task, {})[name] = value
-    per_task_probe_seeds = _probe_seeds(probe_seeds, overrides)
-    if latent is not None and not any(latent in encoders.get(n).latents for n in names):
-        choices = "; ".join(f"{n}: {', '.join(encoders.get(n).latents)}" for n in names)
-        raise UserError(f"No chosen encoder has a latent {latent!r} ({choices}).")
-    specs = [_resolve(name, dataset, latent_dim, budget, seed, device, hparams) for name in names for seed in seeds]
-    _check_settings(task_list, overrides, {dev for _, dev in specs})  # a bad --set fails before any work
-    snapshots = _snapshots(snapshot_list, no_snapshots)
-    if along_training and snapshots is None:
-        raise UserError("--along-training probes a run's snapshots; --no-snapshots leaves none. Drop one of them.")
-    for spec, _ in specs:
-        if spec.budget and snapshots:
-            snapshot_points(spec, snapshots)  # a bad value fails before any work
-    claim = _claim_job(job_run_id, specs, workdir) if job_run_id is not None else contextlib.nullcontext()
-    _announce_budget(specs, budget)
-    _writable(workdir)
-    if not no_store:
-        with Store.in_workdir(workdir) as store:
-            store.check_writable()  # a locked or damaged store fails here, before any training
-    rows = []
-    with claim:
-        ds = _load_dataset(dataset, names, data_dir, allow_unverified)
-        if pack if pack is not None else any(dev.startswith("cuda") for _, dev in specs):
-            from repeval.packed import pack_groups, train_packed
-
-            device_of = {s.run_id: dev for s, dev in specs}
-            every = {} if checkpoint_every is None else {"checkpoint_every_s": checkpoint_every}
-            for group in pack_groups([s for s, _ in specs if s.budget and not s.external]):
-                if len(group) > 1:
-                    train_packed(group, ds, device_of[group[0].run_id], workdir, snapshots=snapshots, **every)
-        with (contextlib.nullcontext() if no_store else Store.in_workdir(workdir)) as store:
-            for spec, dev in specs:  # a family without the --latent choice uses its default
-                common = dict(dataset=ds, device=dev, store=store, latent=_latent_for(spec, latent),
-                              overrides=overrides, checkpoint_every_s=checkpoint_every,
-                              probe_seeds=per_task_probe_seeds)
-                rows += pipeline.run_one(spec, task_list, workdir=workdir, snapshots=snapshots, **common)
-                if along_training and spec.budget and not spec.external:
-                    rows += pipeline.run_along_training(spec, task_list, workdir=workdir, snapshots=snapshots,
-                                                        **common)
+    request = evaluation.Request(
+        encoders=list(encoder_names), tasks=list(tasks), dataset=_given("dataset", dataset), seeds=list(seeds),
+        latent_dim=latent_dim, budget=budget, device=device, hparams=_parse_assignments(hparams, "--hparam"),
+        latent=latent, settings=_parse_assignments(settings, "--set"), probe_seeds=probe_seeds,
+        regulariser=_context_meta().get(_REGULARISER), outside=_outside_options(),
+        snapshots=evaluation.snapshot_list(snapshot_list, no_snapshots), pack=pack, along_training=along_training,
+        checkpoint_every=checkpoint_every, store=not no_store, workdir=workdir, data_dir=data_dir,
+        allow_unverified=allow_unverified)
+    plan = evaluation.plan(request)  # every name and value checked before any work
+    claim = _claim_job(job_run_id, plan.specs, workdir) if job_run_id is not None else None
+    rows = evaluation.execute(plan, claim=claim, log=lambda message: click.echo(message, err=True))
     if as_json:
         click.echo(format_results(rows, "json"))
     else:
@@ -715,28 +516,13 @@ def _claim_job(run_id: str, specs, workdir: Path):
     return claim
 
 
-def _probe_seeds(default: int, overrides: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Probe seeds per task: ``--probe-seeds``, or a task's ``--set TASK.probe_seeds=N``
-    (taken out of that task's setting overrides)."""
-    from repeval.probes import TASKS
-
-    def checked(value: Any, what: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{what} must be a whole number of at least 1 (how many probe seeds each stochastic "
-                            f"probe runs with), got {value!r}. Use 1 for a single run per trained model.")
-        return value
-
-    counts = {name: checked(default, "--probe-seeds") for name in TASKS}
-    for task, values in overrides.items():
-        if "probe_seeds" in values:
-            counts[task] = checked(values.pop("probe_seeds"), f"--set {task}.probe_seeds")
-    return counts
-
-
 # ------------------------------------------------------------------------------ extract
 @main.command()
-@click.option("--encoder", required=True, help="The family (`repeval encoders` lists them).")
+@click.option("--encoder", required=True,
+              help="The encoder: a family (`repeval encoders` lists them), FAMILY+REGULARISER, "
+                   "python:MODULE:FACTORY with --weights (your model) or latents:FILE.npz.")
 @regulariser_option
+@outside_options
 @spec_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run.")
 @click.option("--latent", default=None, help="Which tensor is the latent (default: the family's).")
@@ -745,25 +531,41 @@ def _probe_seeds(default: int, overrides: dict[str, dict[str, Any]]) -> dict[str
 @common_options
 def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, latent, out, workdir, data_dir,
             allow_unverified):
-    """Write a run's frozen latents to an .npz for your own analyses (trains if needed)."""
+    """Write an encoder's frozen latents to an .npz for your own analyses (trains a family if needed).
+
+    \b
+    Examples:
+      repeval extract --encoder acai --dataset digits --budget 4096 --out acai.npz
+      repeval extract --encoder python:my_model.py:build --weights my_model.safetensors --dataset digits --out mine.npz
+    """
     import encoders
-    from repeval import data
+    from repeval import data, evaluation
     from repeval import extract as ex
+    from repeval.external import OutsideOptions, check_options, prepare
     from repeval.train import train as train_spec
 
     _setup_process(threads)
-    spec, device = _resolve(encoder, dataset, latent_dim, budget, seed, device, hparams)
-    family = encoders.get(spec.encoder)
+    options = _outside_options() or OutsideOptions()
+    name = evaluation.regularised(encoder, _context_meta().get(_REGULARISER))
+    check_options([name], options)
+    spec, device = evaluation.resolve_spec(name, dataset, latent_dim=latent_dim, budget=budget, seed=seed,
+                                           device=device, hparams=_parse_assignments(hparams, "--hparam"),
+                                           outside=options)
+    family = encoders.get(spec.encoder) if not spec.external else encoders.get(name)
     if latent is not None and latent not in family.latents:
         raise UserError(f"--latent {latent}: {spec.encoder} has no latent {latent!r}; choose one of "
                         f"{', '.join(family.latents)}.")
-    _announce_budget([(spec, device)], budget)
-    _writable(workdir, out)
+    evaluation.announce_budget([(spec, device)], budget, lambda message: click.echo(message, err=True))
+    evaluation.writable(workdir, out)
     ds = data.load(spec.dataset, _data_options(data_dir, allow_unverified))
-    checkpoint = train_spec(spec, ds, device, workdir)
-    model = checkpoint.load_model(device)
-    latent = model.check_latent(latent)
-    latents = ex.extract(checkpoint, ds, latent, device, model=model)
+    if spec.external:
+        outside = prepare(spec, ds, device, workdir)
+        latent, latents = outside.latent, outside.latents
+    else:
+        checkpoint = train_spec(spec, ds, device, workdir)
+        model = checkpoint.load_model(device)
+        latent = model.check_latent(latent)
+        latents = ex.extract(checkpoint, ds, latent, device, model=model)
     ex.write_npz(out, latents, {"spec": spec.to_dict(), "latent": latent, "run_id": spec.run_id,
                                 "dataset": spec.dataset, "encoder": spec.encoder})
     click.echo(f"wrote {out}: z_train {latents.z_train.shape}, z_test {latents.z_test.shape} ({latent} latent)")
