@@ -305,6 +305,12 @@ def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, de
             ca[:, :, :dim] = (-2 * c32).transpose(0, 1)
             ca[:, :, dim] = (c32 * c32).sum(2).T
             ca = ca.view(k * w, dim + 1)
+            # Equal centres must tie exactly, as in scikit-learn (the first wins). A BLAS may give
+            # their columns of one product different roundings (e.g. a remainder tile's kernel), so
+            # a duplicate's distances are copied from its first copy's.
+            earlier = torch.tril((c32.unsqueeze(2) == c32.unsqueeze(1)).all(-1), diagonal=-1)  # (w, k, k)
+            dup_slot, dup_j = earlier.any(-1).nonzero(as_tuple=True)
+            dup_src = earlier[dup_slot, dup_j].to(torch.int8).argmax(-1) if dup_slot.numel() else None
             fresh = (n_iter == 0) & active
             fresh_dev, active_dev = fresh.to(dev), active.to(dev)
             m = max(1, min(n, chunk_elements // (k * w)))
@@ -319,6 +325,8 @@ def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, de
             for start in range(0, n, m):
                 stop = min(n, start + m)
                 dist = matmul(xa[start:stop], ca, buffer[:stop - start]).view(stop - start, k, w)
+                if dup_src is not None:
+                    dist[:, dup_j, dup_slot] = dist[:, dup_src, dup_slot]
                 best_d = dist.amin(1)
                 lab = labels[start:stop]
                 if fresh_idx.numel():  # a restart's first step: every point gets a cluster
