@@ -490,6 +490,9 @@ CASES: list[Case] = [
     Case("compare-one-encoder", ("compare", "--encoder", "baseline"), ("exactly two encoders", "got 1: baseline")),
     Case("compare-empty-workdir", ("compare", "--encoder", "baseline", "--encoder", "acai"), ("No scores stored",),
          prepare=empty_workdir),
+    Case("export-option-of-another-tracker", ("export", "--to", "mlflow", "--logdir", "{tmp}/tb"),
+         ("--logdir", "does not apply to --to mlflow")),
+    Case("export-unknown-tracker", ("export", "--to", "neptune"), ("--to", "'neptune' is not one of")),
 ]
 
 
