@@ -46,10 +46,14 @@ setup(
         "mlflow": ["mlflow-skinny>=3.7", "sqlalchemy>=2", "alembic>=1.13"],
         "wandb": ["wandb>=0.19"],
         "tensorboard": ["tensorboard>=2.15"],
-        # the tests drive both engines for real (a local Ray, submitit's local executor, SLURM),
-        # and the trackers too (MLflow on SQLite, W&B offline, TensorBoard event files)
+        # repeval.lightning.ProbeCallback
+        "lightning": ["lightning>=2.2"],
+        # the tests drive both engines for real (a local Ray, submitit's local executor, SLURM), the
+        # trackers too (MLflow on SQLite, W&B offline, TensorBoard event files), a Lightning training,
+        # the example notebook (nbclient on an ipykernel) and generated inputs (Hypothesis)
         "test": ["pytest>=8", "ruff>=0.6", "submitit>=1.5", "ray>=2.40",
-                 "mlflow-skinny>=3.7", "sqlalchemy>=2", "alembic>=1.13", "wandb>=0.19", "tensorboard>=2.15"],
+                 "mlflow-skinny>=3.7", "sqlalchemy>=2", "alembic>=1.13", "wandb>=0.19", "tensorboard>=2.15",
+                 "lightning>=2.2", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["repeval = repeval.cli:main"]},
 )

@@ -166,3 +166,38 @@ def test_relative_imports_and_type_checking_blocks(tree):
     assert graph == {"pkg": {"pkg.a"}, "pkg.a": {"pkg.sub.b"}, "pkg.sub": set(), "pkg.sub.b": {"pkg.c"},
                      "pkg.c": set()}
     assert cycles(graph) == []
+
+
+NUMERIC = ("numpy", "torch", "scipy", "sklearn", "faiss")
+API_MODULES = ("repeval/api.py", "repeval/frame.py", "repeval/lightning.py")
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in _statements(ast.parse(path.read_text(encoding="utf-8")).body):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("module", API_MODULES)
+def test_the_python_api_does_no_numerics_of_its_own(module):
+    """The API converts arguments and wraps rows; every number comes from the layers below
+    (evaluation, pipeline, probes, summary, compare), the ones the command line uses."""
+    numeric = sorted(_imported_roots(ROOT / module) & set(NUMERIC))
+    assert not numeric, f"{module} imports {numeric}: move that work below the API"
+
+
+def _calls(path: Path, function: str) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    (fn,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function]
+    return {f"{n.func.value.id}.{n.func.attr}" for n in ast.walk(fn)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name)}
+
+
+def test_the_shell_and_python_share_one_evaluation_path():
+    """`repeval run` and repeval.evaluate/probe plan and execute through repeval.evaluation."""
+    assert {"evaluation.plan", "evaluation.execute"} <= _calls(ROOT / "repeval/cli.py", "run")
+    assert {"evaluation.plan", "evaluation.execute"} <= _calls(ROOT / "repeval/api.py", "_run")
