@@ -186,29 +186,44 @@ def load_weights(path: Path) -> tuple[dict[str, Any], str]:
     safetensors first; then a ``torch.save`` file of tensors only, read with
     ``torch.load(weights_only=True)``. TorchScript and ``torch.export`` archives are refused
     by their layout before anything is read; pickled objects by the weights-only unpickler.
+    Every file that fails to parse (empty, truncated, a damaged header, another format) is
+    one :class:`UserError` naming the file, why each reader refused it, and the fix.
     """
     import pickle
+    import warnings
 
     import torch
 
     where = f"--weights {path}"
+    if path.is_dir():
+        raise UserError(f"{where} is a folder, not a weights file. Give the path of your model's weights "
+                        "(.safetensors, or a .pt state dict).")
     if not path.is_file():
         raise UserError(f"{where}: no such file. Give the path of your model's weights (.safetensors, or a "
                         ".pt state dict).")
-    from safetensors import SafetensorError
+    fix = ("Save the weights as data: safetensors.torch.save_file(model.state_dict(), 'weights.safetensors') "
+           "(or torch.save(model.state_dict(), 'weights.pt')).")
+    try:
+        with path.open("rb") as file:
+            head = file.read(9)
+    except OSError as exc:
+        raise UserError(f"{where} cannot be read ({_one_line(exc)}). Check the path and its permissions.") from None
+    if not head:
+        raise UserError(f"{where} is empty (0 bytes), not a safetensors file nor a PyTorch weights file; it was "
+                        f"probably not written completely. {fix}")
     from safetensors.torch import load_file
 
     try:
         return dict(load_file(str(path), device="cpu")), "safetensors"
-    except (SafetensorError, OSError, ValueError):
-        pass  # not a safetensors file: perhaps a PyTorch state dict
-    fix = ("Save the weights as data: safetensors.torch.save_file(model.state_dict(), 'weights.safetensors') "
-           "(or torch.save(model.state_dict(), 'weights.pt')).")
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is a bad file: perhaps a PyTorch state dict
+        as_safetensors = _reason(exc)
+    # a safetensors file starts with its header's length (8 bytes) and the header, a JSON object
+    looks_safetensors = len(head) == 9 and head[8:9] == b"{"
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except (OSError, zipfile.BadZipFile):
+        except Exception:  # noqa: BLE001 - a damaged archive: the loader below says why
             names = []
         if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
             raise UserError(f"{where} is a TorchScript archive. Loading one runs the code inside it, so repeval "
@@ -217,27 +232,45 @@ def load_weights(path: Path) -> tuple[dict[str, Any], str]:
             raise UserError(f"{where} is a torch.export program. Loading one can unpickle and run code, so "
                             f"repeval refuses it. {fix}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # an open file, not the path: torch.load hands paths ending in .safetensors to safetensors again
+        with path.open("rb") as file, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 150": the error below says enough
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found is None:
-            raise UserError(f"{where} is neither a safetensors file nor a PyTorch weights file (the weights-only "
-                            f"loader cannot read it). {fix}") from None
-        raise UserError(f"{where} holds pickled Python objects (it refers to {found.group(1)}), not only tensors: "
-                        f"loading it would run code, so the weights-only loader refuses it. {fix}") from None
-    except (RuntimeError, EOFError, ValueError, KeyError, OSError, AttributeError) as exc:
-        raise UserError(f"{where} is neither a safetensors file nor a PyTorch weights file ({_one_line(exc)}). "
-                        f"{fix}") from None
-    if isinstance(state, dict) and state and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                 for k, v in state.items()):
-        return state, "pytorch (weights_only=True)"
-    if isinstance(state, dict):
-        nested = [k for k, v in state.items() if isinstance(v, dict)]
-        hint = (f" It looks like a training checkpoint: the weights are probably under {nested[0]!r}; save "
-                f"that dict alone (torch.save(ckpt[{nested[0]!r}], 'weights.pt'))." if nested else "")
-        raise UserError(f"{where} holds a dict of {len(state)} entries that are not all named tensors (keys: "
-                        f"{_listed([str(k) for k in state])}).{hint} {fix}")
-    raise UserError(f"{where} holds a {type(state).__name__}, not a dict of named tensors (a state dict). {fix}")
+        if found is not None:
+            raise UserError(f"{where} holds pickled Python objects (it refers to {found.group(1)}), not only "
+                            f"tensors: loading it would run code, so the weights-only loader refuses it. "
+                            f"{fix}") from None
+        as_pytorch = _reason(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is a bad file, said in one paragraph
+        as_pytorch = _reason(exc)
+    else:
+        if isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in state.items()):
+            return state, "pytorch (weights_only=True)"
+        if isinstance(state, dict):
+            nested = [k for k, v in state.items() if isinstance(v, dict)]
+            hint = (f" It looks like a training checkpoint: the weights are probably under {nested[0]!r}; save "
+                    f"that dict alone (torch.save(ckpt[{nested[0]!r}], 'weights.pt'))." if nested else "")
+            raise UserError(f"{where} holds a dict of {len(state)} entries that are not all named tensors (keys: "
+                            f"{_listed([str(k) for k in state])}).{hint} {fix}")
+        raise UserError(f"{where} holds a {type(state).__name__}, not a dict of named tensors (a state dict). {fix}")
+    if looks_safetensors or path.suffix == ".safetensors":
+        raise UserError(f"{where} is not a readable safetensors file ({as_safetensors}), nor a PyTorch weights "
+                        f"file: it is damaged or was not written completely. {fix}")
+    raise UserError(f"{where} is neither a safetensors file nor a PyTorch weights file (the PyTorch loader says "
+                    f"{as_pytorch}): it is damaged, was not written completely, or holds no weights. {fix}")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a reader refused a weights file, short: the libraries' own messages run for lines
+    (and torch's advises ``weights_only=False``, which would run the file's code)."""
+    text = " ".join(str(exc).split())
+    unpickler = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation of torch\.load|$)", text)
+    text = unpickler.group(1) if unpickler else re.sub(r"^Error while deserializing header: ", "", text)
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _listed(names: list[str]) -> str:

@@ -239,6 +239,89 @@ def test_weights_that_are_missing_junk_or_do_not_fit(cli, tiny, tiny_weights, tm
               says=("(after --add-prefix x.)", "add --strip-prefix x."))
 
 
+def _damaged(kind: str, folder, good_safetensors, good_pt):
+    """A weights file that fails to parse, in one of the ways files get damaged or mistaken."""
+    import io
+    import struct
+
+    path = folder / kind
+    st, pt = good_safetensors.read_bytes(), good_pt.read_bytes()
+    header = json.dumps({"enc.weight": {"dtype": "F32", "shape": [8, 1024], "data_offsets": [0, 10]}}).encode()
+    legacy = io.BytesIO()
+    torch.save({"w": torch.zeros(64, 64)}, legacy, _use_new_zipfile_serialization=False)
+    content = {
+        "huge-header.safetensors": struct.pack("<Q", 2**62) + b"garbage!" * 4,
+        "huge-header.bin": struct.pack("<Q", 2**62) + b"garbage!" * 4,
+        "header-past-the-end.safetensors": struct.pack("<Q", 10**7) + b'{"a": 1',
+        "truncated.safetensors": st[: len(st) // 2],
+        "truncated-header.safetensors": st[:20],
+        "header-not-json.safetensors": struct.pack("<Q", 10) + b"{not json!" + bytes(16),
+        "header-not-utf8.safetensors": struct.pack("<Q", 4) + b"\xff\xfe\xfd\xfc",
+        "header-a-list.safetensors": struct.pack("<Q", 2) + b"[]",
+        "offsets-outside-data.safetensors": struct.pack("<Q", len(header)) + header + bytes(8),
+        "empty.safetensors": b"",
+        "empty.pt": b"",
+        "three-bytes.pt": b"abc",
+        "text.pt": b"hello world\n" * 10,
+        "truncated.pt": pt[: len(pt) // 2],
+        "no-central-directory.pt": pt[:-30],
+        "legacy-truncated.pt": legacy.getvalue()[: len(legacy.getvalue()) // 2],
+    }
+    if kind == "plain-zip.pt":  # a valid zip that is no torch archive
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("hello.txt", "hi")
+    elif kind == "npz.pt":
+        np.savez(path.with_suffix(".npz"), a=np.zeros(3))
+        path.with_suffix(".npz").rename(path)
+    elif kind == "folder.pt":
+        path.mkdir()
+    else:
+        path.write_bytes(content[kind])
+    return path
+
+
+DAMAGED = {  # file -> what the one paragraph says
+    "huge-header.safetensors": "is not a readable safetensors file (SafetensorError: header too large)",
+    "huge-header.bin": "is neither a safetensors file nor a PyTorch weights file",
+    "header-past-the-end.safetensors": "is not a readable safetensors file (SafetensorError:",
+    "truncated.safetensors": "is not a readable safetensors file (SafetensorError:",
+    "truncated-header.safetensors": "is not a readable safetensors file (SafetensorError:",
+    "header-not-json.safetensors": "is not a readable safetensors file (SafetensorError: invalid JSON in header",
+    "header-not-utf8.safetensors": "is not a readable safetensors file (SafetensorError:",
+    "header-a-list.safetensors": "is not a readable safetensors file (SafetensorError:",
+    "offsets-outside-data.safetensors": "is not a readable safetensors file (SafetensorError:",
+    "empty.safetensors": "is empty (0 bytes)",
+    "empty.pt": "is empty (0 bytes)",
+    "three-bytes.pt": "is neither a safetensors file nor a PyTorch weights file (the PyTorch loader says",
+    "text.pt": "is neither a safetensors file nor a PyTorch weights file (the PyTorch loader says",
+    "truncated.pt": "is neither a safetensors file nor a PyTorch weights file (the PyTorch loader says",
+    "no-central-directory.pt": "is neither a safetensors file nor a PyTorch weights file (the PyTorch loader says",
+    "legacy-truncated.pt": "is neither a safetensors file nor a PyTorch weights file (the PyTorch loader says",
+    "plain-zip.pt": "is neither a safetensors file nor a PyTorch weights file (the PyTorch loader says",
+    "npz.pt": "is neither a safetensors file nor a PyTorch weights file (the PyTorch loader says",
+    "folder.pt": "is a directory",  # click refuses it (the API says "is a folder, not a weights file")
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGED)
+def test_weights_that_fail_to_parse_are_one_paragraph(cli, tiny, tiny_weights, tmp_path, kind):
+    path = _damaged(kind, tmp_path, tiny_weights(), tiny_weights(fmt="pt"))
+    message = cli.fails(*RUN, "--encoder", python(tiny, "build"), "--weights", path,
+                        says=(str(path) if kind == "folder.pt" else f"--weights {path} ", DAMAGED[kind]))
+    assert "weights_only=False" not in message and "weights_only` set to `False`" not in message  # never advised
+    if kind != "folder.pt":
+        assert "safetensors.torch.save_file(model.state_dict()" in message  # the fix
+
+
+def test_a_state_dict_saved_under_a_safetensors_name_loads_as_pytorch(cli, tiny, tiny_weights, tmp_path):
+    path = tmp_path / "mislabelled.safetensors"
+    tiny_weights(fmt="pt").rename(path)  # torch.save's format; torch.load would hand the name to safetensors
+    cli("run", "--task", "knn", "--dataset", "digits", "--encoder", python(tiny, "build"), "--weights", path)
+    (run_dir,) = (cli.workdir / "checkpoints").iterdir()
+    external = json.loads((run_dir / "provenance.json").read_text())["external"]
+    assert external["weights_format"] == "pytorch (weights_only=True)" and external["weights_keys"] == 4
+
+
 def test_training_checkpoint_dicts_point_at_their_state_dict(cli, tiny, tmp_path):
     path = tmp_path / "ckpt.pt"
     torch.save({"state_dict": {"enc.weight": torch.zeros(8, 1024)}, "epoch": 3}, path)
