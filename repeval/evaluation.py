@@ -176,6 +176,8 @@ def split_settings(settings: dict[str, Any], tasks: list[str]) -> dict[str, dict
                 task = ""
             items = {name: value}
         if not task or task not in tasks:
+            if isinstance(value, dict) and "." not in key:  # {task: {key: value}}: name it as --set does
+                key = f"{key}.{next(iter(value), 'KEY')}"
             raise UserError(f"--set {key}=... must name one of this run's tasks ({', '.join(tasks)}) "
                             "as TASK.KEY, e.g. --set kmeans.restarts=1000.")
         overrides.setdefault(task, {}).update(items)
