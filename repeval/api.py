@@ -200,6 +200,13 @@ class Probe:
                 self.settings[key] = value
         return self
 
+    def __sklearn_tags__(self):
+        """scikit-learn's tags (1.6+): a classifier-like estimator whose ``fit`` needs labels,
+        so model selection (``cross_val_score``, ``GridSearchCV``) uses stratified folds."""
+        from repeval.probes.base import sklearn_tags
+
+        return sklearn_tags()
+
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.settings.items())
         return f"Probe({self.task!r}, random_state={self.random_state!r}{extra})"
@@ -236,7 +243,8 @@ class Probe:
             raise UserError(f"{self!r}.score was called before fit: call fit(X_train, y_train) first.")
         results = probe(self.X_, self.y_, X, y, tasks=(task,), settings={task: dict(self.settings)},
                         device=self.device, name="probe", seed=seed)
-        return results.score(task, TASKS.get(task).metrics[0].name)
+        present = {r["metric"] for r in results}  # linear's first, accuracy_online, needs a trained run
+        return results.score(task, next(m.name for m in TASKS.get(task).metrics if m.name in present))
 
 
 # ------------------------------------------------------------------------------ inside a training loop

@@ -146,3 +146,12 @@ def coerce_overrides(settings_cls: type, overrides: dict[str, Any], task: str = 
             )
         out[name] = check_setting(settings_cls, name, value, f"--set {task}.{name}" if task else f"setting {name}")
     return out
+
+
+def sklearn_tags():
+    """scikit-learn's estimator tags of a probe used as an estimator (``repeval.Probe``): a
+    classifier-like estimator whose ``fit`` needs labels."""
+    from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+    return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                classifier_tags=ClassifierTags(), input_tags=InputTags())

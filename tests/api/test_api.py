@@ -200,3 +200,19 @@ def test_the_shell_extracts_a_python_encoder_with_weights(shell, tmp_path):
           str(tmp_path / "w.safetensors"), "--dataset", "digits", "--out", str(out))
     with np.load(out) as f:
         assert f["z_train"].shape == (1257, 8) and json.loads(str(f["meta"]))["encoder"] == "w"
+
+
+def test_probe_is_a_scikit_learn_estimator(projected):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+
+    z, y = projected[0], projected[1]
+    est = repeval.Probe("knn", random_state=0, k=5)
+    assert clone(est).get_params() == est.get_params() == {"task": "knn", "random_state": 0, "device": "auto", "k": 5}
+    assert est.set_params(k=7).settings == {"k": 7} and est.fit(z[:900], y[:900]) is est
+    assert est.score(z[900:], y[900:]) == repeval.probe(z[:900], y[:900], z[900:], y[900:], tasks=("knn",),
+                                                        settings={"knn": {"k": 7}}).score("knn")
+    folds = cross_val_score(repeval.Probe("knn"), z, y, cv=3)
+    assert folds.shape == (3,) and (folds > 0.5).all()
+    search = GridSearchCV(repeval.Probe("knn"), {"k": [5, 20]}, cv=2).fit(z, y)
+    assert search.best_params_["k"] in (5, 20)
