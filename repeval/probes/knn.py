@@ -59,7 +59,16 @@ class KNNSettings:
 def _prepare(z: np.ndarray, metric: str) -> np.ndarray:
     z = np.ascontiguousarray(z, dtype=np.float32)
     if metric == "cosine":
-        norms = np.linalg.norm(z, axis=1, keepdims=True)
+        with np.errstate(over="ignore", under="ignore"):  # such rows are handled below
+            norms = np.linalg.norm(z, axis=1, keepdims=True)
+        # a row beyond ~1e19 overflows its squared norm in float32, one below ~1e-19 underflows it:
+        # cosine is scale-free, so such rows are first brought near 1 by their largest entry
+        extreme = (~np.isfinite(norms) | (norms < 1e-18))[:, 0] & (np.abs(z).max(axis=1, initial=0) > 0)
+        if extreme.any():
+            z = z.copy()
+            with np.errstate(over="ignore", under="ignore"):
+                z[extreme] /= np.abs(z[extreme]).max(axis=1, keepdims=True)
+                norms[extreme] = np.linalg.norm(z[extreme], axis=1, keepdims=True)
         z = z / np.maximum(norms, np.finfo(np.float32).tiny)
     return z
 
