@@ -35,11 +35,3 @@ def shell(tmp_path):
     run.workdir = workdir
     run.json = lambda *args: json.loads(run(*args))
     return run
-
-
-def scores(rows) -> dict:
-    """(encoder, dataset, latent_dim, task, metric, canonical settings) -> value of score rows."""
-    from repeval.jsonio import canonical_json
-
-    return {(r["encoder"], r["dataset"], r["latent_dim"], r["task"], r["metric"], canonical_json(r["settings"])):
-            r["value"] for r in rows}

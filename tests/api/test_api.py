@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import scores
+from api_support import scores
 
 import repeval
 from repeval.errors import UserError
