@@ -83,7 +83,7 @@ class Results(Sequence):
         averaged first), the population std, n and the 95 % interval."""
         from repeval.summary import summarise
 
-        return summarise([r for r in self.rows])
+        return summarise(self.rows)
 
     def score(self, task: str, metric: str = "accuracy", encoder: str | None = None, **filters: Any) -> float:
         """One number: ``task``'s ``metric`` (of ``encoder`` when the rows hold several), the

@@ -139,7 +139,7 @@ def probe_tasks(spec: RunSpec, tasks: list[str], record: "_Record", *, model, la
             wanted.add((task_name, canonical_json(asdict(settings))))
             if task_name == "linear" and online is not None:
                 wanted.add(("accuracy_online", canonical_json(ONLINE_SETTINGS)))
-            if reuse and record.has(latent, task_name, asdict(settings), [m.name for m in task.metrics]):
+            if reuse and record.has(latent, task_name, asdict(settings)):
                 continue
             t0 = time.perf_counter()
             result = (task.run(model, dataset, settings, device, latent) if task.needs_model
@@ -216,7 +216,7 @@ class _Record:
     def now(self) -> str:
         return self.scorefile.now()
 
-    def has(self, latent: str, task: str, settings: dict[str, Any], metrics: list[str]) -> bool:
+    def has(self, latent: str, task: str, settings: dict[str, Any]) -> bool:
         """Whether scores of ``task`` with these settings are recorded for ``latent``."""
         return self.scorefile.holds(self.record, latent, task, settings)
 
