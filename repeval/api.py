@@ -84,7 +84,7 @@ def evaluate(encoder, dataset: str = "mnist", *, tasks: str | Sequence[str] = PR
              budget: int | None = None, weights: str | Path | None = None, latent: str | Callable | None = None,
              latent_dim: int | None = None, hparams: dict[str, Any] | None = None,
              settings: dict[str, Any] | None = None, probe_seeds: int = 1, workdir: str | Path | None = None,
-             overwrite: bool = False, device: str = "auto", name: str | None = None,
+             overwrite: bool = False, device: str = "auto", precision: str = "auto", name: str | None = None,
              data_dir: str | Path | None = None, allow_unverified: bool = False, along_training: bool = False,
              verbose: bool = False, log: Callable[[str], Any] | None = None) -> Results:
     """Train (or reuse), extract and probe an encoder on a dataset: ``repeval run`` from Python.
@@ -97,6 +97,8 @@ def evaluate(encoder, dataset: str = "mnist", *, tasks: str | Sequence[str] = PR
     family's latent choice (``"mean"``), or for a module a callable ``(model, x) -> z``
     when its latent is not ``encode(x)`` (nor ``forward``). ``seeds``: one trained model
     per seed. ``budget``: training images (the CPU default is small; see the README).
+    ``precision``: ``"auto"`` (bf16 where the device computes it natively, else fp32),
+    ``"fp32"`` or ``"bf16"``; part of a trained run's identity, as ``--precision``.
 
     With ``workdir=None`` nothing is kept: a family is trained in a temporary folder that
     is deleted afterwards. With a workdir, runs and scores go where ``repeval run`` puts
@@ -124,13 +126,14 @@ def evaluate(encoder, dataset: str = "mnist", *, tasks: str | Sequence[str] = PR
                         "module, a callable (model, x) -> latents.")
     return _run(sources, tasks=tasks, dataset=dataset, seeds=seeds, budget=budget, latent=latent if isinstance(
         latent, str) else None, latent_dim=latent_dim, hparams=hparams, settings=settings, probe_seeds=probe_seeds,
-        device=device, workdir=workdir, overwrite=overwrite, data_dir=data_dir, allow_unverified=allow_unverified,
-        along_training=along_training, outside=outside, log=_quiet(log, verbose), progress=verbose)
+        device=device, precision=precision, workdir=workdir, overwrite=overwrite, data_dir=data_dir,
+        allow_unverified=allow_unverified, along_training=along_training, outside=outside, log=_quiet(log, verbose),
+        progress=verbose)
 
 
 def _run(sources: list[Any], *, tasks, dataset, seeds, settings, probe_seeds, device, workdir, overwrite,
-         data_dir=None, allow_unverified=False, budget=None, latent=None, latent_dim=None, hparams=None,
-         along_training=False, outside=None, log=None, progress=False) -> Results:
+         precision="auto", data_dir=None, allow_unverified=False, budget=None, latent=None, latent_dim=None,
+         hparams=None, along_training=False, outside=None, log=None, progress=False) -> Results:
     """One :class:`repeval.evaluation.Request`, planned and executed as ``repeval run`` does."""
     from repeval import evaluation
     from repeval.external import OutsideOptions
@@ -140,7 +143,8 @@ def _run(sources: list[Any], *, tasks, dataset, seeds, settings, probe_seeds, de
     options = OutsideOptions(**(outside or {}))
     request = evaluation.Request(
         encoders=sources, tasks=_tasks(tasks), dataset=dataset, seeds=list(seeds), latent_dim=latent_dim,
-        budget=budget, device=device, hparams=dict(hparams or {}), latent=latent, settings=_settings(settings),
+        budget=budget, device=device, precision=precision, hparams=dict(hparams or {}), latent=latent,
+        settings=_settings(settings),
         probe_seeds=probe_seeds, outside=options, along_training=along_training,
         workdir=None if workdir is None else Path(workdir), data_dir=None if data_dir is None else Path(data_dir),
         allow_unverified=allow_unverified, reuse=not overwrite)

@@ -37,6 +37,14 @@ def common_options(f):
     return f
 
 
+precision_option = click.option(
+    "--precision", default="auto", show_default=True, envvar="REPEVAL_PRECISION", show_envvar=True,
+    help="Training precision: auto, fp32 or bf16. auto trains in bf16 where the device computes it natively "
+         "(a GPU from Ampere on; a CPU with AMX-BF16 or AVX512-BF16, read from its flags) and in fp32 elsewhere. "
+         "Part of the run's identity: a bf16 run and an fp32 run are different runs. bf16 on a device without "
+         "native bf16 runs, several times slower, after a line saying so.")
+
+
 def spec_options(f):
     """What identifies a run: encoder, dataset, latent size, budget, seed, device."""
     for option in reversed([
@@ -49,11 +57,13 @@ def spec_options(f):
         click.option("--budget", type=int, default=None,
                      help="Training images (paper: 16,777,216 = 2^24, the default on a GPU; 16,384 on a CPU)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        precision_option,
         click.option("--threads", type=click.IntRange(min=1), default=None, envvar="REPEVAL_THREADS",
                      show_envvar=True,
-                     help="CPU threads for torch and faiss (default: theirs, about one per core). On a "
-                          "machine shared with other jobs use 1: busy-waiting threads can make training "
-                          "many times slower there. Recorded in each run's provenance."),
+                     help="CPU threads for torch and faiss. Default: the cores that other processes leave "
+                          "free when the command starts (all of them on an idle machine), kept for the whole "
+                          "command; OMP_NUM_THREADS is honoured too. Recorded in each run's provenance; a run "
+                          "repeats bit for bit at the same count."),
         click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE",
                      help="Override a family hyper-parameter, e.g. --hparam keep_prob=0.75 (repeatable; "
                           "`repeval encoders --json` lists them)."),
@@ -349,10 +359,17 @@ def _tune_allocator() -> bool:
 
 
 def _setup_process(threads: int | None) -> None:
-    """Allocator and threads for a compute command (train, run, extract)."""
+    """Allocator and threads for a compute command (train, run, extract). Without --threads
+    (or OMP_NUM_THREADS), the cores other processes leave free (repeval/threads.py)."""
+    from repeval import threads as thread_policy
+
     _tune_allocator()
     if threads is None:
-        return
+        if thread_policy.explicit() is not None:  # OMP_NUM_THREADS: torch and faiss read it themselves
+            return
+        threads, why = thread_policy.default_threads()
+        if threads < len(thread_policy.available_cores()):
+            click.echo(f"{why} (--threads N chooses).", err=True)
     import faiss
     import torch
 
@@ -387,7 +404,7 @@ def checkpoint_option(f):
 @snapshot_options
 @checkpoint_option
 @common_options
-def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, snapshot_list, no_snapshots,
+def train(encoder, dataset, latent_dim, budget, device, precision, threads, hparams, seed, snapshot_list, no_snapshots,
           checkpoint_every, workdir, data_dir, allow_unverified):
     """Train one family (or resume it, or reuse a finished run) and print its checkpoint.
 
@@ -402,7 +419,7 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
     _setup_process(threads)
     spec, device = evaluation.resolve_spec(encoder, dataset, latent_dim=latent_dim, budget=budget, seed=seed,
                                            device=device, hparams=_parse_assignments(hparams, "--hparam"),
-                                           regulariser=_context_meta().get(_REGULARISER))
+                                           precision=precision, regulariser=_context_meta().get(_REGULARISER))
     snapshots = evaluation.snapshot_list(snapshot_list, no_snapshots)
     if snapshots and spec.budget:
         snapshot_points(spec, snapshots)  # a bad value fails before the data loads
@@ -453,7 +470,7 @@ def train(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, 
               help="Run as a sweep job: one encoder and seed whose run id must be RUN_ID; claims the run "
                    "directory, implies --no-store, stops when its parent process dies.")
 @common_options
-def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hparams, seeds, latent, settings,
+def run(encoder_names, tasks, dataset, latent_dim, budget, device, precision, threads, hparams, seeds, latent, settings,
         probe_seeds, as_json, snapshot_list, no_snapshots, pack, along_training, checkpoint_every, no_store,
         job_run_id, workdir, data_dir, allow_unverified):
     """Train (or reuse), extract latents, probe them and store the scores.
@@ -483,8 +500,9 @@ def run(encoder_names, tasks, dataset, latent_dim, budget, device, threads, hpar
     _setup_process(threads)
     request = evaluation.Request(
         encoders=list(encoder_names), tasks=list(tasks), dataset=_given("dataset", dataset), seeds=list(seeds),
-        latent_dim=latent_dim, budget=budget, device=device, hparams=_parse_assignments(hparams, "--hparam"),
-        latent=latent, settings=_parse_assignments(settings, "--set"), probe_seeds=probe_seeds,
+        latent_dim=latent_dim, budget=budget, device=device, precision=precision,
+        hparams=_parse_assignments(hparams, "--hparam"), latent=latent, settings=_parse_assignments(settings, "--set"),
+        probe_seeds=probe_seeds,
         regulariser=_context_meta().get(_REGULARISER), outside=_outside_options(),
         snapshots=evaluation.snapshot_list(snapshot_list, no_snapshots), pack=pack, along_training=along_training,
         checkpoint_every=checkpoint_every, store=not no_store, workdir=workdir, data_dir=data_dir,
@@ -529,8 +547,8 @@ def _claim_job(run_id: str, specs, workdir: Path):
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output .npz with z_train, y_train, z_test, y_test and meta (RunSpec JSON).")
 @common_options
-def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed, latent, out, workdir, data_dir,
-            allow_unverified):
+def extract(encoder, dataset, latent_dim, budget, device, precision, threads, hparams, seed, latent, out, workdir,
+            data_dir, allow_unverified):
     """Write an encoder's frozen latents to an .npz for your own analyses (trains a family if needed).
 
     \b
@@ -550,7 +568,7 @@ def extract(encoder, dataset, latent_dim, budget, device, threads, hparams, seed
     check_options([name], options)
     spec, device = evaluation.resolve_spec(name, dataset, latent_dim=latent_dim, budget=budget, seed=seed,
                                            device=device, hparams=_parse_assignments(hparams, "--hparam"),
-                                           outside=options)
+                                           precision=precision, outside=options)
     family = encoders.get(spec.encoder) if not spec.external else encoders.get(name)
     if latent is not None and latent not in family.latents:
         raise UserError(f"--latent {latent}: {spec.encoder} has no latent {latent!r}; choose one of "
@@ -761,6 +779,7 @@ def _axis_assignments(items: tuple[str, ...], what: str) -> dict[str, list[Any]]
               help="Where jobs run: local (this machine), slurm (submitit), ray.")
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu or cuda: what every job computes on (local: auto finds the GPUs here).")
+@precision_option
 @click.option("--jobs", type=int, default=None,
               help="Jobs at once: local CPU workers (default 1; on GPUs one per GPU), the SLURM array "
                    "parallelism, or the CPUs of a local Ray (jobs x CPUs per job).")
@@ -788,9 +807,9 @@ def _axis_assignments(items: tuple[str, ...], what: str) -> dict[str, list[Any]]
 @click.option("--dry-run", is_flag=True, help="Print the plan (each run's state and the totals) and stop.")
 @common_options
 def sweep(encoder_names, dataset_names, latent_dims, seeds, budgets, tasks, latents, settings, hparams, grid_file,
-          preset_names, launcher, device, jobs, threads, jobs_per_gpu, retries, checkpoint_every, gpus_per_job,
-          cpus_per_job, mem_gb, partition, timeout_min, array_parallelism, slurm_params, slurm_executor, ray_address,
-          dry_run, workdir, data_dir, allow_unverified):
+          preset_names, launcher, device, precision, jobs, threads, jobs_per_gpu, retries, checkpoint_every,
+          gpus_per_job, cpus_per_job, mem_gb, partition, timeout_min, array_parallelism, slurm_params, slurm_executor,
+          ray_address, dry_run, workdir, data_dir, allow_unverified):
     """Run a grid of runs as independent jobs, here, on SLURM or on Ray; resumable.
 
     The grid is the product of the repeatable options (each is `repeval run`'s), a TOML file
@@ -833,7 +852,7 @@ def sweep(encoder_names, dataset_names, latent_dims, seeds, budgets, tasks, late
         ray_address=ray_address)
     request = driver.SweepRequest(groups=groups, launcher=launcher, options=options, data_dir=data_dir,
                                   allow_unverified=allow_unverified,
-                                  checkpoint_every=checkpoint_every,
+                                  checkpoint_every=checkpoint_every, precision=precision,
                                   dry_run=dry_run)
     code = driver.run_sweep(request)
     if code:

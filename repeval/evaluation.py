@@ -36,6 +36,7 @@ class Request:
     latent_dim: int | None = None
     budget: int | None = None
     device: str = "auto"
+    precision: str = "auto"  # auto, fp32, bf16 (repeval/precision.py)
     hparams: dict[str, Any] = field(default_factory=dict)
     latent: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # "task.key" -> value, or {task: {key: value}}
@@ -233,7 +234,8 @@ def snapshot_list(text: str | None, none: bool) -> list[int] | None:
 
 # ------------------------------------------------------------------------------ specs
 def resolve_spec(encoder: Any, dataset: str, *, latent_dim=None, budget=None, seed: int = 0, device: str = "auto",
-                 hparams: dict[str, Any] | None = None, regulariser: str | None = None, outside=None):
+                 hparams: dict[str, Any] | None = None, regulariser: str | None = None, outside=None,
+                 precision: str = "auto"):
     """``(RunSpec, device)`` of one encoder on ``dataset`` with ``seed``: a family's spec, or an
     outside encoder's (its files read and checked now), or an in-memory source's."""
     import encoders
@@ -255,7 +257,7 @@ def resolve_spec(encoder: Any, dataset: str, *, latent_dim=None, budget=None, se
         return external.make_spec(encoder, dataset, seed=seed, options=outside, latent_dim=latent_dim,
                                   hparams=hparams), device
     spec = make_spec(encoder, dataset, latent_dim=latent_dim, budget=budget if family.learned else None,
-                     seed=seed, device=device, hparams=hparams)
+                     seed=seed, device=device, hparams=hparams, precision=precision)
     return spec, device
 
 
@@ -316,7 +318,8 @@ def plan(request: Request) -> Plan:
     if not seeds:
         raise UserError("No seed given: give at least one (e.g. seeds=(0,)).")
     specs = [resolve_spec(name, dataset, latent_dim=request.latent_dim, budget=request.budget, seed=seed,
-                          device=request.device, hparams=request.hparams, regulariser=None, outside=outside)
+                          device=request.device, hparams=request.hparams, regulariser=None, outside=outside,
+                          precision=request.precision)
              for name in names for seed in seeds]
     check_settings(tasks, overrides, {dev for _, dev in specs})  # a bad setting fails before any work
     if request.along_training and request.snapshots is None:

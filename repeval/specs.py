@@ -44,6 +44,9 @@ class RunSpec:
     # factory, key renames); empty for repeval's own families, and then left out of the JSON,
     # so their digests (and run directories) are the same as before this field existed
     source: dict[str, Any] = field(default_factory=dict)
+    # the training precision (repeval/precision.py): "fp32" or "bf16". Left out of the JSON when
+    # fp32, so fp32 runs keep the digests (and run directories) they had before this field existed
+    precision: str = "fp32"
 
     @property
     def steps(self) -> int:
@@ -72,6 +75,8 @@ class RunSpec:
         d = asdict(self)
         if not d["source"]:
             del d["source"]
+        if d["precision"] == "fp32":
+            del d["precision"]
         return d
 
     def to_json(self) -> str:
@@ -93,10 +98,15 @@ class RunSpec:
 
 
 def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budget: int | None = None,
-              seed: int = 0, device: str = "cpu", hparams: dict[str, Any] | None = None) -> RunSpec:
-    """Validate the user's choices and resolve every default into a :class:`RunSpec`."""
+              seed: int = 0, device: str = "cpu", hparams: dict[str, Any] | None = None,
+              precision: str = "fp32") -> RunSpec:
+    """Validate the user's choices and resolve every default into a :class:`RunSpec`.
+
+    ``precision``: ``fp32``, ``bf16`` or ``auto`` (resolved for ``device``, repeval/precision.py);
+    a reference encoder is fitted, not trained, and is always fp32."""
     import encoders
     from repeval import data
+    from repeval import precision as precisions
 
     family = encoders.get(encoder)
     entry = data.get(dataset)
@@ -116,7 +126,9 @@ def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budg
             raise UserError(f"Encoder {encoder!r} is a reference encoder: it is fitted in closed form, "
                             "not trained, so --budget does not apply. Leave it out.")
         budget = 0
+        precision = precisions.check(precision) and "fp32"
     else:
+        precision = precisions.resolve(precision, device)
         budget = default_budget(device) if budget is None else budget
         if budget < BATCH_SIZE:
             raise UserError(f"--budget {budget} is smaller than one batch ({BATCH_SIZE} images); "
@@ -130,5 +142,5 @@ def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budg
         raise UserError(f"--seed {seed} must be a non-negative integer.")
     return RunSpec(encoder=encoder, dataset=dataset, latent_dim=int(latent_dim), depth=entry.depth,
                    budget=int(budget), seed=int(seed), online_eval_every=ONLINE_EVAL_EVERY if budget else 0,
-                   hparams=dict(sorted({**family.hparams, **overrides}.items())))
+                   hparams=dict(sorted({**family.hparams, **overrides}.items())), precision=precision)
 

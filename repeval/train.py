@@ -43,6 +43,7 @@ from torch import nn
 
 from encoders import build_model
 from repeval import checkpoint as ckpt
+from repeval import precision as precisions
 from repeval import provenance
 from repeval.acceleration import CastOnce, GraphStep
 from repeval.data.base import Dataset, to_float
@@ -177,23 +178,29 @@ class Trainer:
 
     def __init__(self, spec: RunSpec, dataset: Dataset, device: str, workdir: Path, *,
                  amp: bool | None = None, graphs: bool | None = None, cast_once: bool | None = None,
-                 progress: bool = True,
+                 channels_last: bool | None = None, progress: bool = True,
                  log: Callable[[str], Any] | None = None,
                  checkpoint_every_s: float = CHECKPOINT_EVERY_S,
                  snapshots: Iterable[int] | None = ()):
         self.spec, self.dataset, self.device = spec, dataset, device
         self.cuda = is_cuda(device)
-        self.amp = self.cuda if amp is None else amp
+        # bf16 autocast when the spec says bf16 (``amp`` overrides it, for tests that compare the two)
+        self.amp = spec.precision == "bf16" if amp is None else amp
         if graphs is None:  # REPEVAL_CUDA_GRAPHS=0 turns the CUDA-graph step off
             graphs = os.environ.get("REPEVAL_CUDA_GRAPHS", "1") != "0"
         self.graphs = self.cuda and graphs
         if cast_once is None:  # REPEVAL_CAST_ONCE=0 turns it off (bf16 only: same numbers, fewer kernels)
             cast_once = os.environ.get("REPEVAL_CAST_ONCE", "1") != "0"
         self.cast_once = self.amp and cast_once
+        if channels_last is None:  # REPEVAL_CHANNELS_LAST=0 turns it off (a layout: the same function, other roundings)
+            channels_last = os.environ.get("REPEVAL_CHANNELS_LAST", "1") != "0"
+        self.channels_last = channels_last
         self._cast: CastOnce | None = None
         self._graph: GraphStep | None = None
         self.progress = progress
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        if self.amp and spec.budget and (slow := precisions.warning("bf16", device)):
+            self.log(slow)
         self.checkpoint_every_s = checkpoint_every_s
         self.workdir = Path(workdir)
         self.path = ckpt.run_dir(workdir, spec)
@@ -219,7 +226,15 @@ class Trainer:
         return self._train(model, existing, max_steps)
 
     def _existing(self) -> ckpt.Checkpoint:
-        return verified_checkpoint(self.path, self.log)
+        existing = verified_checkpoint(self.path, self.log)
+        if existing.exists() and self.spec.budget:
+            recorded = str(existing.provenance.get("precision", "fp32"))
+            if recorded.startswith("bf16") != self.amp:  # a GPU run from before the precision was in the spec
+                raise UserError(f"{self.path} was trained in {recorded.split(' ')[0]}, but this run is "
+                                f"{'bf16' if self.amp else 'fp32'}: GPU runs made before the precision became "
+                                "part of a run's identity trained in bf16 under an fp32 name. Move that directory "
+                                "away (or delete it) and run again, or pass --precision bf16 to train anew.")
+        return existing
 
     # ----------------------------------------------------------------- reference encoders
     def _fit_reference(self, model) -> ckpt.Checkpoint:
@@ -232,7 +247,7 @@ class Trainer:
     def _setup(self, model, existing: ckpt.Checkpoint) -> _State:
         """Optimisers and the online classifier (initialised after the model, from the same
         seeded generator), restored from ``existing`` when it holds a checkpoint."""
-        if self.cuda:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         groups = model.optimizer_groups(self.spec.lr)
         optimizers = {g: _adam(params, lr, self.cuda, self.graphs) for g, (params, lr) in groups.items()}
@@ -278,7 +293,7 @@ class Trainer:
 
         def train_step(idx: torch.Tensor) -> torch.Tensor:
             x = to_float(data.train.x[idx])
-            if self.cuda:
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             cast = self._cast
             with autocast:
@@ -384,7 +399,8 @@ class Trainer:
         import encoders
 
         record = provenance.collect(self.device, self.dataset)
-        record["precision"] = "bf16 autocast" if self.amp else "fp32"
+        record["precision"] = precisions.describe("bf16" if self.amp else "fp32", self.device)
+        record["memory_format"] = "channels_last" if self.channels_last else "contiguous"
         if self._cast is not None:
             record["precision"] += f" (weights of {len(self._cast)} layers cast once per step)"
         record["training_step"] = self._graph.mode if self._graph is not None else "eager"

@@ -13,6 +13,12 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("REPEVAL_DATA", raising=False)
     monkeypatch.delenv("REPEVAL_HOME", raising=False)
     monkeypatch.delenv("REPEVAL_ALLOW_UNVERIFIED", raising=False)
+    # The suite's numbers must not depend on the machine: `--precision auto` would train in bf16 on a CPU
+    # with native bf16 (tests/test_precision.py tests that choice with the detection replaced).
+    monkeypatch.setenv("REPEVAL_PRECISION", "fp32")
+    from repeval import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: None)
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,8 @@ points move, and the inertia of a restart is exact without another pass. A resta
 converged leaves the batch, and a waiting one takes its slot (:data:`POOL_LABEL_BYTES` bounds
 the restarts held at once); chunks over points bound the distance buffer
 (:data:`CHUNK_ELEMENTS`). On the CPU the products go through numpy's BLAS (faster than
-torch's there), limited to torch's thread count; on CUDA they are torch matmuls in full
+torch's there), with torch's thread count, while the bookkeeping runs on one thread (two
+pools each using every core slowed each other down); on CUDA they are torch matmuls in full
 float32 (unless TF32 matmuls are switched on globally, which PyTorch leaves off). The
 algorithm is the same code on both. Bounds that skip distances (Hamerly, Elkan) prune
 little on whitened 256-d latents and break the one-product structure, so none is used.
@@ -57,7 +58,7 @@ run's seed, or the probe seed). All settings are recorded with every score.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -182,11 +183,21 @@ class _Matmul:
         self.threads = torch.get_num_threads()
 
     def limits(self):
+        """For the whole search on the CPU: the products on numpy's BLAS with torch's thread
+        count, the per-point bookkeeping (torch) on one thread. Two thread pools each asking for
+        every core fight for them (BLAS threads spin after a product while torch's ops wait for a
+        core): at 2 threads on 2 cores the search was slower than at 1 (RESULTS.md §12)."""
         if not self.cpu:
             return nullcontext()
+        import torch
         from threadpoolctl import threadpool_limits
 
-        return threadpool_limits(limits=self.threads, user_api="blas")
+        stack = ExitStack()
+        stack.enter_context(threadpool_limits(limits=self.threads, user_api="blas"))
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        stack.callback(torch.set_num_threads, before)
+        return stack
 
     def __call__(self, a, b, out):
         """``out = a @ b.T``."""

@@ -54,6 +54,7 @@ class SweepRequest:
     data_dir: Path | None = None
     allow_unverified: bool = False
     checkpoint_every: float | None = None  # the trainer's default when None
+    precision: str = "auto"  # resolved once, here, for the launcher's device: each job gets fp32 or bf16
     dry_run: bool = False
 
 
@@ -122,7 +123,7 @@ class Progress:
 
 
 def plan(request: SweepRequest, session) -> tuple[list[jobs_mod.Job], dict[str, tuple[str, str]]]:
-    job_list = jobs_mod.build_jobs(cells(request.groups), session.device)
+    job_list = jobs_mod.build_jobs(cells(request.groups), session.device, request.precision)
     states = {j.run_id: jobs_mod.state(j, request.options.workdir) for j in job_list}
     return job_list, states
 

@@ -81,7 +81,7 @@ class Job:
         argv = [python, "-m", "repeval", "run", "--encoder", s["encoder"], "--dataset", s["dataset"],
                 "--latent-dim", str(s["latent_dim"]), "--seed", str(s["seed"]), "--device", self.device]
         if self.learned:
-            argv += ["--budget", str(s["budget"])]
+            argv += ["--budget", str(s["budget"]), "--precision", s.get("precision", "fp32")]
         for key, value in self.hparams:
             argv += ["--hparam", f"{key}={json.dumps(value)}"]
         for task in inv.tasks:
@@ -117,7 +117,7 @@ def _encoder_names(names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def build_jobs(cells: list[Cell], device: str) -> list[Job]:
+def build_jobs(cells: list[Cell], device: str, precision: str = "auto") -> list[Job]:
     """Resolve ``cells`` into jobs for ``device``, merging cells that are the same run. Any
     bad value (unknown name, illegal latent size, a setting of a task not run) is a
     :class:`UserError` naming the grid part it came from.
@@ -162,7 +162,7 @@ def build_jobs(cells: list[Cell], device: str) -> list[Job]:
             try:
                 spec = make_spec(name, cell.dataset, latent_dim=cell.latent_dim,
                                  budget=cell.budget if family.learned else None, seed=cell.seed, device=device,
-                                 hparams=dict(hparams))
+                                 hparams=dict(hparams), precision=precision)
                 expect = [(latent, t, _settings_json(task_settings(t, spec.seed, device, overrides.get(t))))
                           for t in tasks]
             except UserError as exc:
