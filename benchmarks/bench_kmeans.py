@@ -69,10 +69,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--faiss-restarts", type=int, default=0, help="also time faiss with this many restarts")
     p.add_argument("--niter", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default="2", help="thread count, or several comma-separated (each measured in turn)")
+    p.add_argument("--sklearn-algorithms", default="lloyd",
+                   help="scikit-learn's algorithms to time, comma-separated (lloyd, elkan)")
     p.add_argument("--reps", type=int, default=1, help="scikit-learn runs (before and after repeval when 2)")
     p.add_argument("--out")
     args = p.parse_args(argv)
+    if "," in args.threads:  # each count in turn, one report
+        counts = args.threads.split(",")
+        rest = [a for a in (argv if argv is not None else sys.argv[1:])]
+        i = rest.index("--threads")
+        reports = {t: main(rest[:i] + ["--threads", t] + rest[i + 2:] + ["--out", ""]) for t in counts}
+        combined = {"machine": common.machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                    "by_threads": reports}
+        common.write_results("bench_kmeans", combined, args.out)
+        return combined
+    args.threads = int(args.threads)
 
     from sklearn.cluster import KMeans
 
@@ -96,21 +108,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         labels, _ = km.nearest_centroid(test, centroids, "cpu")
         return {"inertia": inertia, **{m: round(v, 4) for m, v in clustering_scores(y_test, labels).items()}}
 
-    def sklearn_run() -> dict[str, Any]:
+    def sklearn_run(algorithm: str = "lloyd") -> dict[str, Any]:
         load = common.load_average()
         start = time.perf_counter()
         fit = KMeans(n_clusters=k, init="random", n_init=args.sklearn_restarts, max_iter=args.niter, tol=1e-4,
-                     random_state=args.seed).fit(x)
+                     random_state=args.seed, algorithm=algorithm).fit(x)
         seconds = time.perf_counter() - start
         out = {"seconds": round(seconds, 2), "scaled_s": round(seconds * args.restarts / args.sklearn_restarts, 1),
                "load_before": load, "load_after": common.load_average(), "n_iter_best": int(fit.n_iter_),
                "inertia_sklearn": float(fit.inertia_), **scores(fit.cluster_centers_)}
-        print(f"scikit-learn n_init={args.sklearn_restarts}: {seconds:.1f} s -> {out['scaled_s']} s for "
+        print(f"scikit-learn {algorithm} n_init={args.sklearn_restarts}: {seconds:.1f} s -> {out['scaled_s']} s for "
               f"{args.restarts} restarts; best inertia {fit.inertia_:.6f} (load {load}->{out['load_after']})",
               flush=True)
         return out
 
-    runs = [sklearn_run()]
+    algorithms = args.sklearn_algorithms.split(",")
+    by_algorithm = {alg: sklearn_run(alg) for alg in algorithms}
+    runs = [by_algorithm[algorithms[0]]]
     settings = km.KMeansSettings(restarts=args.restarts, niter=args.niter, seed=args.seed)
     init = km.initial_indices(x.shape[0], k, args.restarts, args.seed)
     load = common.load_average()
@@ -142,7 +156,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "repeval_n_iter": int(found.n_iter[found.best]), **{f"sklearn_{m}": v for m, v in
                                                                      scores(refit.cluster_centers_).items()}}
     report.update({
-        "repeval": ours, "sklearn": sk,
+        "repeval": ours, "sklearn": sk, "sklearn_by_algorithm": by_algorithm,
+        "ratio_repeval_over_sklearn_scaled_by_algorithm": {a: round(seconds / r["scaled_s"], 4)
+                                                           for a, r in by_algorithm.items()},
         "ratio_repeval_over_sklearn_scaled": round(seconds / scaled, 4),
         "best_inertia_relative_gap": (ours["inertia"] - sk["inertia"]) / sk["inertia"],
         "same_restarts_best_inertia_relative_gap":

@@ -114,6 +114,7 @@ def store_rows(record: dict[str, Any], **filters: Any) -> list[dict[str, Any]]:
     """The record's scores as rows shaped like :meth:`repeval.store.Store.scores` returns
     them (NaN for ``null``), filtered by ``latent`` and ``task`` when given (a value or a list)."""
     spec = record["spec"]
+    precision = {"precision": spec["precision"]} if spec.get("precision", "fp32") != "fp32" else {}
     out = []
     for row in record["scores"]:
         if any(want is not None and row[k] not in ([want] if isinstance(want, str) else want)
@@ -125,5 +126,5 @@ def store_rows(record: dict[str, Any], **filters: Any) -> list[dict[str, Any]]:
                     "value": math.nan if row["value"] is None else row["value"],
                     "settings": row["settings"], "details": row["details"],
                     "wall_time_s": row.get("wall_time_s", 0.0), "run_id": record["run_id"],
-                    "created_at": row.get("created_at")})
+                    "created_at": row.get("created_at"), **precision})
     return out

@@ -374,15 +374,29 @@ class Store:
 
         Each filter is one value or a list of accepted values; ``None`` does not filter.
         ``settings`` and ``details`` come back as dicts, a stored NaN as ``float('nan')``.
+        A row of a run trained in another precision than fp32 also has ``precision`` (from
+        its run's spec), which :func:`repeval.summary.group_key` keeps apart.
         """
         rows = self._select("scores", SCORE_COLUMNS, SCORE_ORDER, {
             "dataset": dataset, "encoder": encoder, "latent": latent, "latent_dim": latent_dim,
             "seed": seed, "budget": budget, "task": task, "metric": metric, "run_id": run_id})
+        precisions = self._precisions()
         for row in rows:
             row["value"] = math.nan if row["value"] is None else row["value"]
             row["settings"] = json.loads(row["settings"])
             row["details"] = json.loads(row["details"])
+            if row["run_id"] in precisions:
+                row["precision"] = precisions[row["run_id"]]
         return rows
+
+    def _precisions(self) -> dict[str, str]:
+        """The runs trained in another precision than fp32, and theirs."""
+        try:
+            cursor = self._conn.execute("SELECT run_id, json_extract(spec, '$.precision') FROM runs "
+                                        "WHERE json_extract(spec, '$.precision') IS NOT NULL")
+            return {run_id: precision for run_id, precision in cursor if precision != "fp32"}
+        except sqlite3.Error as exc:
+            raise database_error(self.path, exc, self.timeout) from None
 
     def runs(self, *, dataset: FilterValue = None, encoder: FilterValue = None,
              latent_dim: FilterValue = None, seed: FilterValue = None, budget: FilterValue = None,

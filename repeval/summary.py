@@ -46,7 +46,9 @@ def group_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """The :func:`summarise` group of a score row: its :data:`GROUP_COLUMNS` values and its
     canonical settings, with a probe seed that follows the run's seed written as
     :data:`RUN_SEED` (probe seed ``j`` of a row recorded with ``details["probe_seed"] = j``
-    counts from its base seed, so a model's probe seeds share one group)."""
+    counts from its base seed, so a model's probe seeds share one group). A row of a run
+    trained in bf16 (``row["precision"]``) gets ``precision`` in its group's settings, so
+    bf16 and fp32 runs are never pooled, and tables name the difference as a setting."""
     settings = row["settings"]
     seed = settings.get("seed")
     index = probe_index(row)
@@ -55,6 +57,8 @@ def group_key(row: dict[str, Any]) -> tuple[Any, ...]:
         settings = {**settings, "seed": seed}
     if seed == row["seed"]:
         settings = {**settings, "seed": RUN_SEED}
+    if row.get("precision", "fp32") != "fp32":  # a bf16 run's scores are not pooled with fp32 runs'
+        settings = {**settings, "precision": row["precision"]}
     return (*(row[c] for c in GROUP_COLUMNS), canonical_json(settings))
 
 

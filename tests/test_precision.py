@@ -125,3 +125,30 @@ def test_sweep_jobs_carry_the_resolved_precision(native_cpu):
     argv = built["baseline"].argv(inv, "python", {"workdir": "w"})
     assert argv[argv.index("--precision") + 1] == "bf16"
     assert "--precision" not in built["pca"].argv(built["pca"].invocations[0], "python", {"workdir": "w"})
+
+
+def test_summaries_keep_bf16_runs_apart_from_fp32_runs(tmp_path):
+    from repeval.store import Store
+    from repeval.summary import summarise
+
+    def row(seed, value):
+        return {"dataset": "digits", "encoder": "acai", "latent": "map", "latent_dim": 256, "seed": seed,
+                "budget": 2048, "task": "linear", "metric": "accuracy", "value": value, "settings": {"C": 1.0},
+                "details": {}, "wall_time_s": 0.0}
+
+    with Store(tmp_path / "repeval.db") as store:
+        for p in ("fp32", "bf16"):
+            for seed in (0, 1):
+                spec = make_spec("acai", "digits", budget=2048, seed=seed, precision=p)
+                store.record_run(spec.run_id, spec.to_dict(), {}, None)
+                store.add_scores(spec.run_id, [_score(row(seed, 0.9 if p == "fp32" else 0.8))])
+        rows = store.scores()
+    assert sorted(r.get("precision", "fp32") for r in rows) == ["bf16", "bf16", "fp32", "fp32"]
+    groups = {json.dumps(g["settings"], sort_keys=True): g["mean"] for g in summarise(rows)}
+    assert groups == {'{"C": 1.0}': pytest.approx(0.9), '{"C": 1.0, "precision": "bf16"}': pytest.approx(0.8)}
+
+
+def _score(fields):
+    from repeval.store import Score
+
+    return Score(**{k: v for k, v in fields.items() if k in Score.__dataclass_fields__})
