@@ -159,7 +159,9 @@ class Check:
     def spec(self, family: str, budget: int | None = None):
         from repeval.specs import PAPER_BUDGET, make_spec
 
-        return make_spec(family, "mnist", latent_dim=256, budget=budget or PAPER_BUDGET, seed=0)
+        # --precision auto for the device, as `repeval train` resolves it (bf16 on a GPU from Ampere on)
+        return make_spec(family, "mnist", latent_dim=256, budget=budget or PAPER_BUDGET, seed=0,
+                         device=self.device, precision="auto")
 
     def run(self, name: str, fn: Callable[[], dict[str, Any]], box: float) -> None:
         left = self.deadline - time.monotonic()
@@ -385,7 +387,8 @@ def grid_projection(c: Check) -> dict[str, Any]:
         x = rng.integers(0, 256, (2048, channels, 32, 32), dtype=np.uint8)
         synthetic = make_dataset(dataset, x, rng.integers(0, 10, 2048), x[:512], rng.integers(0, 10, 512),
                                  num_classes=10, info={"source": "synthetic, for timing"})
-        spec = make_spec("acai", dataset, latent_dim=dim, budget=PAPER_IMAGES, seed=0)
+        spec = make_spec("acai", dataset, latent_dim=dim, budget=PAPER_IMAGES, seed=0, device=c.device,
+                         precision="auto")
         rate = packed_rate(c, "acai", members, short, long, f"grid-{dataset}-{dim}", spec=spec, dataset=synthetic)[0]
         ratio[f"{dataset}-{dim}"] = round(rate / reference, 3)
     seconds = 0.0

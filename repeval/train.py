@@ -4,8 +4,9 @@ The family supplies its losses per optimiser group (``encoders.base``); the loop
 rest: batches drawn from the dataset resident on the device, Adam per group (lr 1e-4,
 β = (0.9, 0.999), ε = 1e-8 as TensorFlow's defaults), simultaneous updates from one
 forward pass, the paper's online single-layer classifier on the stop-gradient latent,
-progress, a loss history, NaN detection, periodic atomic checkpoints and exact resume. On
-CUDA it trains in bf16 autocast with channels-last and fused Adam; the performance
+progress, a loss history, NaN detection, periodic atomic checkpoints and exact resume. It
+trains in bf16 autocast when the spec's precision is bf16 (``repeval/precision.py``), keeps
+activations channels-last on every device, and uses fused Adam on CUDA; the performance
 machinery (weights cast once per step, the CUDA-graph step) is :mod:`repeval.acceleration`.
 
 Batches: the images seen at positions ``p = step·B … step·B + B − 1`` of the stream are
