@@ -355,7 +355,10 @@ class Trainer:
                     if self.stop_requested:
                         raise UserError(f"Interrupted at step {done:,} of {spec.steps:,}; checkpoint saved in "
                                         f"{self.path}. Run the same command again to resume.")
-        return save(end)
+        saved = save(end)
+        if self.channels_last:  # the model in memory as it loads from the checkpoint: the same latents, bit for bit
+            model.to(memory_format=torch.contiguous_format)
+        return saved
 
     def _evaluate(self, state: _State, data: Dataset, done: int, history: dict[str, list]) -> None:
         history["online_images"].append(done * self.spec.batch_size)

@@ -12,6 +12,7 @@ import torch
 
 import encoders
 from repeval import checkpoint as ckpt
+from repeval import precision
 from repeval.data.base import make_dataset
 from repeval.errors import TrainingDiverged, UserError
 from repeval.specs import RunSpec
@@ -221,8 +222,9 @@ def test_weights_cast_once_give_autocasts_numbers_bit_for_bit(tmp_path, monkeypa
     for name, tensor in weights(autocast).items():
         assert torch.equal(tensor, weights(once)[name]), name
     assert autocast.history == once.history
-    assert autocast.provenance["precision"] == "bf16 autocast"
-    assert once.provenance["precision"] == f"bf16 autocast (weights of {len(trainer._cast)} layers cast once per step)"
+    kernels = precision.describe("bf16", "cpu")  # "bf16 autocast (CPU ...)"
+    assert autocast.provenance["precision"] == kernels
+    assert once.provenance["precision"] == f"{kernels} (weights of {len(trainer._cast)} layers cast once per step)"
 
 
 @pytest.mark.slow
