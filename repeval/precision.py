@@ -26,7 +26,6 @@ from pathlib import Path
 from repeval.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16")
-RESOLVED = ("fp32", "bf16")
 CPU_BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "bf16": "Arm BF16"}
 
 

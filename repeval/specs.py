@@ -126,7 +126,8 @@ def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budg
             raise UserError(f"Encoder {encoder!r} is a reference encoder: it is fitted in closed form, "
                             "not trained, so --budget does not apply. Leave it out.")
         budget = 0
-        precision = precisions.check(precision) and "fp32"
+        precisions.check(precision)  # a bad value is still an error
+        precision = "fp32"
     else:
         precision = precisions.resolve(precision, device)
         budget = default_budget(device) if budget is None else budget

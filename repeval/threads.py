@@ -67,13 +67,14 @@ def others_busy(window_s: float = WINDOW_S, stat: Path = Path("/proc/stat")) -> 
     time.sleep(window_s)
     second = _busy_ticks(cpus, stat)
     elapsed = time.monotonic() - start
+    after = os.times()
     if second is None or elapsed <= 0:
         return None
     ticks = second[1] - first[1]
     if ticks <= 0:
         return None
     cores_busy = (second[0] - first[0]) / ticks * len(cpus)
-    mine = (os.times().user - own.user + os.times().system - own.system) / elapsed
+    mine = (after.user - own.user + after.system - own.system) / elapsed
     return max(0.0, cores_busy - mine)
 
 

@@ -10,7 +10,6 @@ packages add launchers through the entry-point group ``repeval.launchers``.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +41,9 @@ class LaunchOptions:
 
     @property
     def cores(self) -> int:
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            return os.cpu_count() or 1
+        from repeval.threads import available_cores
+
+        return len(available_cores())
 
 
 class Handle:
