@@ -65,7 +65,7 @@ class ACAI(ConvAutoencoder):
     def training_step(self, x: Tensor) -> Step:
         z = self.encoder(x)
         alpha = self.mixing_coefficients(x)
-        a = alpha.view(-1, 1, 1, 1)
+        a = alpha.view(-1, *(1,) * (x.dim() - 1))
         x_hat, x_mix = _paired(self.decoder, z, lambda: a * z + (1 - a) * z.flip(0))
         rec = mse(x_hat, x)
         critic, logs = critic_losses(self.critic, self.hp, x, x_hat, x_mix, alpha)
@@ -83,12 +83,12 @@ def make_critic(arch: Arch, hp: dict) -> Encoder:
     """The critic d: the encoder stack (``docs/protocol.md`` §2.6) of first width ``advdepth``
     (0: the autoencoder's ``depth``), ending in the latent map's channels."""
     width = int(hp["advdepth"]) or arch.depth
-    return Encoder(arch.colors, width, arch.scales, arch.latent_channels)
+    return Encoder(arch.colors, width, arch.scales, arch.latent_channels, arch.spatial)
 
 
 def critic_score(critic: nn.Module, images: Tensor) -> Tensor:
-    """d(images): the critic's output map averaged to one float32 scalar per image."""
-    return critic(images).float().mean(dim=(1, 2, 3))
+    """d(images): the critic's output map averaged to one float32 scalar per example."""
+    return critic(images).float().flatten(1).mean(dim=1)
 
 
 def critic_losses(critic: nn.Module, hp: dict, x: Tensor, x_hat: Tensor, x_mix: Tensor,

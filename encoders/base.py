@@ -5,7 +5,8 @@ A family is an :class:`Autoencoder` subclass registered under a short ``name``:
 - ``encode(x, latent)`` → ``(B, D)``: the flattened latent the probes read. Which tensor
   *is* the latent is a named choice (``latents``: first = default) recorded with every
   score, e.g. the VAE's ``mean`` or ``sample``.
-- ``decode(z, latent)`` → images ``(B, C, 32, 32)`` in the pixel scale [-1, 1].
+- ``decode(z, latent)`` → examples in the input's shape and scale: images ``(B, C, 32, 32)``
+  in [-1, 1], or signals ``(B, C, L)``.
 - ``training_step(x)`` → a :class:`Step`: one scalar loss per optimiser group, the detached
   input of the online single-layer classifier, and scalars to log. The trainer owns
   everything else (batches, devices, precision, optimisers, checkpoints): each group's
@@ -37,37 +38,64 @@ IMAGE_SIZE = 32
 
 # latent size -> (latent_width, latent channels): the paper's configurations (docs/protocol.md §2.1, §3.9)
 LATENT_SHAPES: dict[int, tuple[int, int]] = {32: (4, 2), 64: (2, 16), 256: (4, 16), 1024: (4, 64)}
+# signals: the latent map has SIGNAL_POSITIONS positions and latent_dim / SIGNAL_POSITIONS channels
+# (1,024 samples -> 16 positions after 6 poolings; latent 64 = 4x16, 256 = 16x16)
+SIGNAL_POSITIONS = 16
 
 
 @dataclass(frozen=True)
 class Arch:
     """The shape of one paper autoencoder, in the official code's terms (``docs/protocol.md`` §2.1).
 
-    ``colors`` image channels; ``depth`` channels of the first conv (doubling at every
-    scale); ``latent_width`` spatial size of the latent map; ``latent_channels`` its channels.
+    ``colors`` input channels; ``depth`` channels of the first conv; ``latent_width`` spatial
+    size of the latent map (its side for images, its positions for signals);
+    ``latent_channels`` its channels; ``spatial`` 2 for images (``size×size``), 1 for signals
+    (``size`` samples). The conv stacks keep the paper's cost per scale: on images the width
+    doubles at every 2×2 pooling (a quarter of the positions); on signals a pooling halves the
+    positions, so the width doubles at every second pooling (:func:`encoders.layers.stack_width`).
     """
 
     colors: int
     depth: int
     latent_width: int
     latent_channels: int
+    spatial: int = 2
+    size: int = IMAGE_SIZE
 
     @property
     def scales(self) -> int:
-        return round(math.log2(IMAGE_SIZE / self.latent_width))
+        return round(math.log2(self.size / self.latent_width))
 
     @property
     def latent_dim(self) -> int:
-        return self.latent_channels * self.latent_width ** 2
+        return self.latent_channels * self.latent_width ** self.spatial
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return (self.latent_channels, self.latent_width, self.latent_width)
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.latent_channels,) + (self.latent_width,) * self.spatial
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return (self.colors,) + (self.size,) * self.spatial
 
     @classmethod
-    def for_latent_dim(cls, colors: int, depth: int, latent_dim: int) -> "Arch":
-        width, channels = LATENT_SHAPES[latent_dim]
-        return cls(colors, depth, width, channels)
+    def for_latent_dim(cls, colors: int, depth: int, latent_dim: int, example: Any = None) -> "Arch":
+        """The paper's map for ``latent_dim`` on images, or ``SIGNAL_POSITIONS`` positions of
+        ``latent_dim / SIGNAL_POSITIONS`` channels on a signal ``example``
+        (:class:`repeval.data.base.Example`); a ValueError names a size or length that does not fit."""
+        if example is None or example.kind == "image":
+            width, channels = LATENT_SHAPES[latent_dim]
+            return cls(colors, depth, width, channels)
+        length = int(example.size)
+        if length < SIGNAL_POSITIONS or length % SIGNAL_POSITIONS or (length // SIGNAL_POSITIONS) & (
+                length // SIGNAL_POSITIONS - 1):
+            raise ValueError(f"signals of {length} samples: the families pool them to {SIGNAL_POSITIONS} latent "
+                             f"positions by halving, so the length must be {SIGNAL_POSITIONS} times a power of two "
+                             "(16, 32, 64, ..., 1024, 2048, ...)")
+        if latent_dim % SIGNAL_POSITIONS:
+            raise ValueError(f"latent size {latent_dim} is not a multiple of the {SIGNAL_POSITIONS} latent positions "
+                             "of a signal")
+        return cls(colors, depth, SIGNAL_POSITIONS, latent_dim // SIGNAL_POSITIONS, spatial=1, size=length)
 
 
 @dataclass
@@ -110,6 +138,8 @@ class Autoencoder(nn.Module):
     latents: ClassVar[dict[str, str]] = {"map": "the flattened encoder map (clean input)"}
     # dataset name -> default latent size, where the paper's default differs from the dataset's
     default_latent_dims: ClassVar[dict[str, int]] = {}
+    # the kinds of example (repeval.data.base.Example.kind) the family builds a model for
+    kinds: ClassVar[frozenset[str]] = frozenset({"image"})
     # set on composed families (FAMILY+REGULARISER, encoders.regularisers): the regulariser and the family
     regulariser: ClassVar[Any] = None
     base_family: ClassVar[Any] = None
@@ -119,15 +149,40 @@ class Autoencoder(nn.Module):
         """The latent size for this family on ``dataset`` (a ``repeval.data.DatasetEntry``).
 
         Learned families use the paper's legal map sizes; reference encoders override this.
+        A family asked for a kind of example it does not build (:attr:`kinds`), or a signal
+        length its poolings cannot divide, is a :class:`~repeval.errors.UserError`.
         """
         from repeval.errors import UserError
 
+        example = getattr(dataset, "example", None)
+        cls.check_kind(dataset.name, example)
         dim = requested or cls.default_latent_dims.get(dataset.name, dataset.default_latent_dim)
         if dim not in dataset.latent_dims:
+            maps = ("the paper's 4x4xC or 2x2x16 latent maps" if example is None or example.kind == "image"
+                    else f"{SIGNAL_POSITIONS} latent positions of C channels")
             raise UserError(f"--latent-dim {dim} is not a legal size for {cls.name!r} on {dataset.name!r}: "
-                            f"choose one of {', '.join(map(str, sorted(dataset.latent_dims)))} "
-                            "(the paper's 4x4xC or 2x2x16 latent maps).")
+                            f"choose one of {', '.join(map(str, sorted(dataset.latent_dims)))} ({maps}).")
+        if example is not None and example.kind != "image" and cls.learned:
+            try:
+                Arch.for_latent_dim(example.channels, 1, dim, example)
+            except ValueError as exc:
+                raise UserError(f"{cls.name!r} cannot be built for {dataset.name!r}: {exc}.") from None
         return dim
+
+    @classmethod
+    def check_kind(cls, dataset_name: str, example: Any) -> None:
+        """A :class:`~repeval.errors.UserError` when this family builds no model for the kind
+        of ``example`` (images when None), naming the families that do."""
+        from repeval.errors import UserError
+
+        kind = example.kind if example is not None else "image"
+        if kind in cls.kinds:
+            return
+        from encoders.registry import REGISTRY
+
+        able = [name for name, family in REGISTRY.items() if kind in getattr(family, "kinds", ())]
+        raise UserError(f"{cls.name!r} builds models for {' and '.join(sorted(cls.kinds))} only; {dataset_name!r} "
+                        f"holds {example.describe()}. Families that work on {kind}s: {', '.join(able)}.")
 
     def __init__(self, arch: Arch, **hparams: Any):
         super().__init__()
@@ -139,11 +194,13 @@ class Autoencoder(nn.Module):
         self.hp: dict[str, Any] = {**self.hparams, **hparams}
 
     @classmethod
-    def build(cls, colors: int, depth: int, latent_dim: int, hparams: dict[str, Any]) -> "Autoencoder":
-        """The untrained module for images of ``colors`` channels: the paper's conv stacks of
+    def build(cls, colors: int, depth: int, latent_dim: int, hparams: dict[str, Any], example: Any = None
+              ) -> "Autoencoder":
+        """The untrained module for examples of ``colors`` channels: the paper's conv stacks of
         first-layer width ``depth`` around the latent map of ``latent_dim`` values
-        (:data:`LATENT_SHAPES`). Reference encoders override this (any size is theirs)."""
-        return cls(Arch.for_latent_dim(colors, depth, latent_dim), **hparams)
+        (:data:`LATENT_SHAPES`). ``example`` (a :class:`repeval.data.base.Example`; images when
+        None) picks the 2-D or 1-D skeleton. Reference encoders override this (any size is theirs)."""
+        return cls(Arch.for_latent_dim(colors, depth, latent_dim, example), **hparams)
 
     @classmethod
     def default_latent(cls) -> str:
@@ -201,9 +258,9 @@ class Autoencoder(nn.Module):
         raise NotImplementedError
 
     def latent_dim(self, latent: str | None = None) -> int:
-        """Size of ``encode(x, latent)`` for one image."""
+        """Size of ``encode(x, latent)`` for one example."""
         with torch.no_grad():
-            probe = torch.zeros(1, self.arch.colors, IMAGE_SIZE, IMAGE_SIZE, device=self._device())
+            probe = torch.zeros(1, *self.arch.example_shape, device=self._device())
             was_training = self.training
             self.eval()
             dim = self.encode(probe, latent).shape[1]

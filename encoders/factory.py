@@ -12,8 +12,16 @@ from typing import Any
 from encoders.registry import get
 
 
-def build_model(spec: Any, colors: int):
-    """The family of ``spec`` (a :class:`repeval.specs.RunSpec`) for images of ``colors``
-    channels, with the architecture its dataset and latent size call for."""
-    return get(spec.encoder).build(colors=colors, depth=spec.depth, latent_dim=spec.latent_dim,
-                                   hparams=spec.hparams)
+def build_model(spec: Any, example: Any):
+    """The family of ``spec`` (a :class:`repeval.specs.RunSpec`) for examples of the shape
+    ``example`` (a :class:`repeval.data.base.Example`, or an int: images of that many channels),
+    with the architecture its dataset and latent size call for."""
+    from repeval.data.base import Example
+
+    if isinstance(example, int):
+        example = Example("image", example)
+    family = get(spec.encoder)
+    family.check_kind(spec.dataset, example)
+    extra = {} if example.kind == "image" else {"example": example}  # families from before signals take no example
+    return family.build(colors=example.channels, depth=spec.depth, latent_dim=spec.latent_dim,
+                        hparams=spec.hparams, **extra)

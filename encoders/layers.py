@@ -7,6 +7,11 @@ each stack; conv kernels are drawn from N(0, 1/((1 + 0.2²)·fan_in)) with fan_i
 biases are zero; dense layers are Glorot-uniform with zero biases (TensorFlow's defaults).
 Tensors are NCHW (the official code is NHWC; only the flattening order differs).
 
+On 1-D signals (``Arch.spatial == 1``, tensors NCL) the same stacks use ``Conv1d`` with kernels
+of 3 (the encoder's first conv 1), ``AvgPool1d(2)`` and 2× nearest up-sampling; fan_in = k·C_in.
+Their width doubles at every second pooling (:func:`stack_width`), which keeps the
+paper's cost per scale (a 1-D pooling halves the positions, a 2-D one quarters them).
+
 :class:`ConvAutoencoder` is the skeleton every learned family builds on: the encoder and
 decoder stacks of its :class:`~encoders.base.Arch`, the flattened encoder map as latent,
 and the §2.5 parameter counts. Numerically sensitive reductions (losses, KL, vector
@@ -29,10 +34,11 @@ from encoders.base import Arch, Autoencoder, DecoderInput, Step, count
 LRELU_SLOPE = 0.2
 
 
-def conv(c_in: int, c_out: int, kernel: int) -> nn.Conv2d:
-    """A "same"-padded conv with the paper's He-modified normal init and a zero bias."""
-    layer = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2)
-    fan_in = kernel * kernel * c_in
+def conv(c_in: int, c_out: int, kernel: int, spatial: int = 2) -> nn.Conv2d | nn.Conv1d:
+    """A "same"-padded conv (2-D, or 1-D when ``spatial`` is 1) with the paper's He-modified
+    normal init and a zero bias."""
+    layer = (nn.Conv2d if spatial == 2 else nn.Conv1d)(c_in, c_out, kernel, padding=kernel // 2)
+    fan_in = kernel ** spatial * c_in
     nn.init.normal_(layer.weight, std=1.0 / math.sqrt((1.0 + LRELU_SLOPE ** 2) * fan_in))
     nn.init.zeros_(layer.bias)
     return layer
@@ -50,23 +56,31 @@ def lrelu() -> nn.LeakyReLU:
     return nn.LeakyReLU(LRELU_SLOPE)
 
 
+def stack_width(depth: int, scale: int, spatial: int) -> int:
+    """Channels at ``scale``: doubling at every pooling on images, every second on signals."""
+    return depth << (scale if spatial == 2 else scale // 2)
+
+
 class Encoder(nn.Sequential):
     """The encoder stack f (``docs/protocol.md`` §2.2); also the ACAI critic (§2.6) with its own weights.
 
     1×1 conv to ``depth`` (linear); per scale i: two 3×3 convs to ``depth·2^i`` + leaky ReLU,
     2×2 average pooling; 3×3 conv to ``depth·2^scales`` + leaky ReLU; 3×3 conv to
     ``latent_channels`` (linear). Maps (B, colors, 32, 32) to (B, latent_channels, w, w),
-    w = 32 / 2^scales.
+    w = 32 / 2^scales. With ``spatial=1``: the 1-D stack (module docstring), (B, colors, L) to
+    (B, latent_channels, L / 2^scales).
     """
 
-    def __init__(self, colors: int, depth: int, scales: int, latent_channels: int):
-        layers: list[nn.Module] = [conv(colors, depth, 1)]
+    def __init__(self, colors: int, depth: int, scales: int, latent_channels: int, spatial: int = 2):
+        pool = nn.AvgPool2d if spatial == 2 else nn.AvgPool1d
+        layers: list[nn.Module] = [conv(colors, depth, 1, spatial)]
         c_in = depth
         for scale in range(scales):
-            width = depth << scale
-            layers += [conv(c_in, width, 3), lrelu(), conv(width, width, 3), lrelu(), nn.AvgPool2d(2)]
+            width = stack_width(depth, scale, spatial)
+            layers += [conv(c_in, width, 3, spatial), lrelu(), conv(width, width, 3, spatial), lrelu(), pool(2)]
             c_in = width
-        layers += [conv(c_in, depth << scales, 3), lrelu(), conv(depth << scales, latent_channels, 3)]
+        top = stack_width(depth, scales, spatial)
+        layers += [conv(c_in, top, 3, spatial), lrelu(), conv(top, latent_channels, 3, spatial)]
         super().__init__(*layers)
 
 
@@ -75,18 +89,19 @@ class Decoder(nn.Sequential):
 
     Per scale i = scales−1 … 0: two 3×3 convs to ``depth·2^i`` + leaky ReLU, 2× nearest
     up-sampling; 3×3 conv to ``depth`` + leaky ReLU; 3×3 conv to ``colors`` (linear, no
-    output activation). Maps (B, latent_channels, w, w) to (B, colors, 32, 32).
+    output activation). Maps (B, latent_channels, w, w) to (B, colors, 32, 32); with
+    ``spatial=1`` the 1-D stack, (B, latent_channels, w) to (B, colors, w·2^scales).
     """
 
-    def __init__(self, latent_channels: int, depth: int, scales: int, colors: int):
+    def __init__(self, latent_channels: int, depth: int, scales: int, colors: int, spatial: int = 2):
         layers: list[nn.Module] = []
         c_in = latent_channels
         for scale in range(scales - 1, -1, -1):
-            width = depth << scale
-            layers += [conv(c_in, width, 3), lrelu(), conv(width, width, 3), lrelu(),
+            width = stack_width(depth, scale, spatial)
+            layers += [conv(c_in, width, 3, spatial), lrelu(), conv(width, width, 3, spatial), lrelu(),
                        nn.Upsample(scale_factor=2, mode="nearest")]
             c_in = width
-        layers += [conv(c_in, depth, 3), lrelu(), conv(depth, colors, 3)]
+        layers += [conv(c_in, depth, 3, spatial), lrelu(), conv(depth, colors, 3, spatial)]
         super().__init__(*layers)
 
 
@@ -110,13 +125,15 @@ class ConvAutoencoder(Autoencoder):
     numbers of ``docs/protocol.md`` §2.5) plus whatever :meth:`extra_counts` adds.
     """
 
+    kinds = frozenset({"image", "signal"})  # the skeleton is 2-D or 1-D as the Arch says
+
     def __init__(self, arch: Arch, **hparams):
         super().__init__(arch, **hparams)
-        self.encoder = Encoder(arch.colors, arch.depth, arch.scales, arch.latent_channels)
-        self.decoder = Decoder(arch.latent_channels, arch.depth, arch.scales, arch.colors)
+        self.encoder = Encoder(arch.colors, arch.depth, arch.scales, arch.latent_channels, arch.spatial)
+        self.decoder = Decoder(arch.latent_channels, arch.depth, arch.scales, arch.colors, arch.spatial)
 
     def to_map(self, z: Tensor) -> Tensor:
-        """A flattened latent (B, D) back to the encoder map's shape (B, C, w, w)."""
+        """A flattened latent (B, D) back to the encoder map's shape (B, C, w, w) or (B, C, w)."""
         return z.reshape(z.shape[0], *self.arch.latent_shape)
 
     def encode(self, x: Tensor, latent: str | None = None) -> Tensor:
@@ -147,4 +164,5 @@ class ConvAutoencoder(Autoencoder):
     def decoder_input(self, z: Tensor, x_hat: Tensor) -> DecoderInput:
         """``z`` as the decoder read it: the conv map itself, or a flattened latent reshaped to it."""
         return DecoderInput(z=z, x_hat=x_hat,
-                            decode=lambda code: self.decoder(code if code.dim() == 4 else self.to_map(code)))
+                            decode=lambda code: self.decoder(code if code.dim() == 2 + self.arch.spatial
+                                                             else self.to_map(code)))

@@ -1,11 +1,13 @@
 """Reference (non-learned) encoders: raw pixels and PCA, the floor every table compares with.
 
-Neither is trained: the trainer calls ``fit(x_train)`` once on float train images in
-[-1, 1]. Their latent size is not one of the paper's conv-map sizes, so both override
+Neither is trained: the trainer calls ``fit(x_train)`` once on float train examples.
+Their latent size is not one of the paper's conv-map sizes, so both override
 :meth:`~encoders.base.Autoencoder.resolve_latent_dim`; the model is built from an
-:class:`~encoders.base.Arch` whose ``colors`` is the image channels (pixels ignores the
-rest; PCA keeps ``arch.latent_dim`` components, e.g. ``Arch(colors, depth, 1, k)`` for a
-size that is not a paper map).
+:class:`~encoders.base.Arch` whose ``colors``, ``spatial`` and ``size`` give the example's
+shape (pixels ignores the rest; PCA keeps ``arch.latent_dim`` components, e.g.
+``Arch(colors, depth, 1, k)`` for a size that is not a paper map). Both keep their names on
+every kind of data: on signals ``pixels`` is the raw samples (its interpolation is the
+sample-space cross-fade) and ``pca`` their principal components.
 """
 
 from __future__ import annotations
@@ -13,30 +15,35 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from encoders.base import IMAGE_SIZE, Arch, Autoencoder
+import math
+
+from encoders.base import Arch, Autoencoder
 from encoders.layers import full_precision
 
-FIT_CHUNK = 4096  # train images per float64 covariance update
+FIT_CHUNK = 4096  # train examples per float64 covariance update
 
 
-def pixel_count(colors: int) -> int:
-    return colors * IMAGE_SIZE * IMAGE_SIZE
+def pixel_count(arch: Arch) -> int:
+    """Values of one example (pixels of an image, samples of a signal)."""
+    return math.prod(arch.example_shape)
 
 
 class Reference(Autoencoder):
     """What the reference encoders share: fitted, not trained, and sized by their latent alone."""
 
     learned = False
+    kinds = frozenset({"image", "signal"})
 
     @classmethod
-    def build(cls, colors: int, depth: int, latent_dim: int, hparams: dict) -> "Reference":
-        """A reference encoder needs no conv map: ``Arch(colors, depth, 1, latent_dim)`` carries
-        the image channels and the latent size (any size, not only the paper's maps)."""
-        return cls(Arch(colors, depth, 1, latent_dim), **hparams)
+    def build(cls, colors: int, depth: int, latent_dim: int, hparams: dict, example=None) -> "Reference":
+        """A reference encoder needs no conv map: ``Arch(colors, depth, 1, latent_dim, ...)`` carries
+        the example's shape and the latent size (any size, not only the paper's maps)."""
+        shape = {} if example is None else {"spatial": example.spatial, "size": example.size}
+        return cls(Arch(colors, depth, 1, latent_dim, **shape), **hparams)
 
 
 class Pixels(Reference):
-    """The image itself: encode = flatten (C·32·32 values), decode = reshape.
+    """The example itself: encode = flatten (C·32·32 pixels, or C·L samples), decode = reshape.
 
     Interpolating two latents is a pixel-space cross-fade. ``fit`` does nothing.
     """
@@ -44,16 +51,16 @@ class Pixels(Reference):
     name = "pixels"
     summary = "raw pixels, flattened (no training)"
     hparams = {}
-    latents = {"pixels": "the flattened image, C*32*32 values in [-1, 1]"}
+    latents = {"pixels": "the flattened example: C*32*32 pixels in [-1, 1], or C*L samples"}
 
     @classmethod
     def resolve_latent_dim(cls, dataset, requested: int | None) -> int:
         from repeval.errors import UserError
 
-        dim = pixel_count(dataset.channels)
+        dim = dataset.example.values
         if requested not in (None, dim):
             raise UserError(f"--latent-dim {requested} does not apply to 'pixels' on {dataset.name!r}: its latent "
-                            f"is the image itself ({dim} values). Leave --latent-dim out.")
+                            f"is the example itself ({dim} values). Leave --latent-dim out.")
         return dim
 
     def encode(self, x: Tensor, latent: str | None = None) -> Tensor:
@@ -62,14 +69,14 @@ class Pixels(Reference):
 
     def decode(self, z: Tensor, latent: str | None = None) -> Tensor:
         self.check_latent(latent)
-        return z.reshape(z.shape[0], self.arch.colors, IMAGE_SIZE, IMAGE_SIZE).float()
+        return z.reshape(z.shape[0], *self.arch.example_shape).float()
 
     def fit(self, x_train: Tensor) -> None:
         """Nothing to fit: the latent is the image."""
 
     @property
     def feature_dim(self) -> int:
-        return pixel_count(self.arch.colors)
+        return pixel_count(self.arch)
 
     def parameter_counts(self) -> dict[str, int]:
         return {"encoder": 0, "decoder": 0}
@@ -94,7 +101,7 @@ class PCA(Reference):
 
     def __init__(self, arch: Arch, **hparams):
         super().__init__(arch, **hparams)
-        pixels = pixel_count(arch.colors)
+        pixels = pixel_count(arch)
         if arch.latent_dim > pixels:
             raise ValueError(f"pca: {arch.latent_dim} components requested but the images have only {pixels} "
                              f"pixel values; choose at most {pixels}.")
@@ -107,7 +114,7 @@ class PCA(Reference):
         from repeval.errors import UserError
 
         dim = requested or dataset.default_latent_dim
-        pixels = pixel_count(dataset.channels)
+        pixels = dataset.example.values
         if not 1 <= dim <= pixels:
             raise UserError(f"--latent-dim {dim} is not a legal number of principal components on "
                             f"{dataset.name!r}: choose between 1 and {pixels} (its pixel count).")
@@ -120,8 +127,8 @@ class PCA(Reference):
             raise ValueError(f"pca: fit expects float images in [-1, 1], got {x_train.dtype} "
                              "(convert with repeval.data.to_float).")
         if x_train[0].numel() != pixels:
-            raise ValueError(f"pca: train images have {x_train[0].numel()} values, the model expects {pixels} "
-                             f"({self.arch.colors} channels of {IMAGE_SIZE}x{IMAGE_SIZE}).")
+            raise ValueError(f"pca: train examples have {x_train[0].numel()} values, the model expects {pixels} "
+                             f"({'×'.join(map(str, self.arch.example_shape))}).")
         flat = x_train.reshape(x_train.shape[0], pixels)
         with torch.no_grad(), full_precision(flat.device):
             mean = flat.double().mean(0)
@@ -152,7 +159,7 @@ class PCA(Reference):
         self._check_fitted()
         with full_precision(z.device):
             flat = z.float() @ self.components + self.mean
-        return flat.reshape(z.shape[0], self.arch.colors, IMAGE_SIZE, IMAGE_SIZE)
+        return flat.reshape(z.shape[0], *self.arch.example_shape)
 
     def parameter_counts(self) -> dict[str, int]:
         return {"encoder": self.components.numel() + self.mean.numel(), "decoder": 0}

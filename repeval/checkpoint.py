@@ -158,9 +158,10 @@ class Checkpoint:
     def load_model(self, device: str = "cpu"):
         """The trained model, in eval mode, on ``device``."""
         from encoders import build_model
+        from repeval.data.base import Example
 
         state = self.load_state(device)
-        model = build_model(self.spec, int(state["colors"]))
+        model = build_model(self.spec, Example.from_state(state))
         model.load_state_dict(state["model"])
         return model.to(device).eval()
 

@@ -237,13 +237,15 @@ def encoders_cmd(dataset: str, latent_dim: int | None, as_json: bool, workdir: P
     entry = data.get(dataset)
     rows = []
     for name, family in encoders.REGISTRY.items():
+        if entry.kind not in family.kinds:  # e.g. an image-only plugin family on signals
+            continue
         try:
             spec = make_spec(name, dataset, latent_dim=latent_dim)
         except UserError:
             if family.learned:
                 raise
             spec = make_spec(name, dataset)  # a reference encoder whose size is fixed (pixels)
-        model = encoders.build_model(spec, entry.channels)
+        model = encoders.build_model(spec, entry.example)
         rows.append({"name": name, "source": encoders.REGISTRY.source(name), "learned": family.learned,
                      "summary": family.summary,
                      "latent_dim": spec.latent_dim, "latents": dict(family.latents),

@@ -44,7 +44,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from encoders import build_model
 from repeval import checkpoint as ckpt
 from repeval.acceleration import CastOnce, GraphStep
-from repeval.data.base import Dataset, to_float
+from repeval.data.base import Dataset, Example, to_float
 from repeval.devices import eval_batch_size
 from repeval.errors import UserError
 from repeval.specs import ONLINE_FIRST, RunSpec
@@ -140,7 +140,7 @@ class _PackedState:
                  for k, entry in sd["state"].items()}
         return {"state": state, "param_groups": sd["param_groups"]}
 
-    def member_state(self, i: int, step: int, steps: int, colors: int, history: dict[str, list],
+    def member_state(self, i: int, step: int, steps: int, example: Example, history: dict[str, list],
                      pending: torch.Tensor | None) -> dict[str, Any]:
         """Member ``i`` as a single run's checkpoint state (the format :class:`Trainer` reads)."""
         values = self.member(i)
@@ -149,7 +149,8 @@ class _PackedState:
             "classifier": {n[len("classifier."):]: values[n] for n in self.clf_names},
             "classifier_optimizer": self._optimizer_state(self.clf_opt, i),
             "optimizers": {g: self._optimizer_state(o, i) for g, o in self.optimizers.items()},
-            "rng": _get_rng(), "step": step, "complete": step >= steps, "colors": colors, "history": history,
+            "rng": _get_rng(), "step": step, "complete": step >= steps, "colors": example.channels,
+            "example": example.to_state(), "history": history,
         }
         if pending is not None and len(pending):
             state["pending_losses"] = pending
@@ -211,7 +212,7 @@ class PackedTrainer(Trainer):
         forwards = []
         for spec in self.specs:  # each member exactly as its single run is initialised
             torch.manual_seed(spec.seed)
-            model = build_model(spec, self.dataset.channels).to(self.device)
+            model = build_model(spec, self.dataset.example).to(self.device)
             forwards.append(_Forward(model, _classifier(model.feature_dim, self.dataset.num_classes).to(self.device)))
         torch.manual_seed(pack_seed(self.specs))
         state = _PackedState(forwards, self.spec, self.cuda, self.graphs)
@@ -375,7 +376,7 @@ class PackedTrainer(Trainer):
         provenance = {**self._provenance(), "packed_with": sorted(replace(s, budget=spec.budget).run_id
                                                                   for s in self.specs), **extra}
         path = ckpt.run_dir(self.workdir, spec)
-        return ckpt.save(path, spec, state.member_state(i, step, spec.steps, self.dataset.channels, history, pending),
+        return ckpt.save(path, spec, state.member_state(i, step, spec.steps, self.dataset.example, history, pending),
                          provenance)
 
     @torch.no_grad()

@@ -47,7 +47,7 @@ from repeval import checkpoint as ckpt
 from repeval import precision as precisions
 from repeval import provenance
 from repeval.acceleration import CastOnce, GraphStep
-from repeval.data.base import Dataset, to_float
+from repeval.data.base import Dataset, Example, to_float
 from repeval.devices import eval_batch_size, is_cuda
 from repeval.errors import TrainingDiverged, UserError
 from repeval.specs import ONLINE_FIRST, RunSpec
@@ -155,13 +155,14 @@ class _State:
         self.history, self.step = state["history"], int(state["step"])
         self.pending = state.get("pending_losses")
 
-    def snapshot(self, step: int, steps: int, colors: int, pending: torch.Tensor | None = None,
+    def snapshot(self, step: int, steps: int, example: Example, pending: torch.Tensor | None = None,
                  history: dict[str, list] | None = None) -> dict[str, Any]:
         state = {
             "model": self.model.state_dict(), "classifier": self.classifier.state_dict(),
             "classifier_optimizer": self.clf_opt.state_dict(),
             "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
-            "rng": _get_rng(), "step": step, "complete": step >= steps, "colors": colors,
+            "rng": _get_rng(), "step": step, "complete": step >= steps,
+            "colors": example.channels, "example": example.to_state(),
             "history": self.history if history is None else history,
         }
         if pending is not None and len(pending):
@@ -195,7 +196,7 @@ class Trainer:
         self.cast_once = self.amp and cast_once
         if channels_last is None:  # REPEVAL_CHANNELS_LAST=0 turns it off (a layout: the same function, other roundings)
             channels_last = os.environ.get("REPEVAL_CHANNELS_LAST", "1") != "0"
-        self.channels_last = channels_last
+        self.channels_last = channels_last and dataset.example.kind == "image"  # a layout of 4-D tensors only
         self._cast: CastOnce | None = None
         self._graph: GraphStep | None = None
         self.progress = progress
@@ -220,7 +221,7 @@ class Trainer:
         if existing.is_complete():
             return existing
         torch.manual_seed(self.spec.seed)
-        model = build_model(self.spec, self.dataset.channels).to(self.device)
+        model = build_model(self.spec, self.dataset.example).to(self.device)
         self.model = model
         if not model.learned:
             return self._fit_reference(model)
@@ -240,7 +241,8 @@ class Trainer:
     # ----------------------------------------------------------------- reference encoders
     def _fit_reference(self, model) -> ckpt.Checkpoint:
         model.fit(to_float(self.dataset.train.x.to(self.device)))
-        state = {"model": model.state_dict(), "colors": self.dataset.channels, "step": 0,
+        state = {"model": model.state_dict(), "colors": self.dataset.channels,
+                 "example": self.dataset.example.to_state(), "step": 0,
                  "complete": True, "history": {}}
         return ckpt.save(self.path, self.spec, _to_cpu(state), self._provenance())
 
@@ -330,7 +332,7 @@ class Trainer:
 
         def save(step: int) -> ckpt.Checkpoint:  # the losses since the last history point travel with it
             pending = log.pending(step)
-            return ckpt.save(self.path, spec, state.snapshot(step, spec.steps, self.dataset.channels, pending),
+            return ckpt.save(self.path, spec, state.snapshot(step, spec.steps, self.dataset.example, pending),
                              self._provenance())
 
         model.train()
@@ -378,7 +380,7 @@ class Trainer:
         if not self.spec.online_eval_due(short.budget):
             self._evaluate(state, data, done, history)
         provenance = {**self._provenance(), "snapshot_of": self.spec.run_id, "snapshot_at_images": short.budget}
-        ckpt.save(path, short, state.snapshot(done, short.steps, self.dataset.channels, history=history), provenance)
+        ckpt.save(path, short, state.snapshot(done, short.steps, self.dataset.example, history=history), provenance)
 
     @torch.no_grad()
     def _online_accuracy(self, model, classifier, data: Dataset) -> float:

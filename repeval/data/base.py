@@ -1,25 +1,98 @@
 """The in-memory dataset every other stage reads.
 
-A dataset is a pair of splits held whole in memory: images as ``uint8`` tensors
-``N×C×32×32`` (or ``float32`` already in [-1, 1] for generated data such as ``lines``) and
-``int64`` labels. Conversion to float in [-1, 1] (``x·2/255 − 1``, the paper's scaling,
-``docs/protocol.md`` §2.8) happens per batch on the device, so a GPU holds the uint8 copy only.
+A dataset is a pair of splits held whole in memory: examples as ``uint8`` tensors (or
+``float32`` already in [-1, 1] for generated data such as ``lines`` and ``shepard``) and
+``int64`` labels. What an example *is* is declared by its :class:`Example`: an image
+``C×32×32`` (every photo dataset, ``lines``) or a 1-D signal ``C×L`` (``shepard``, a user's
+``npz:`` signals). The families build the matching conv skeleton from that declaration
+(:mod:`encoders.layers`); probes read latents and never see the shape. Conversion to float in
+[-1, 1] (``x·2/255 − 1``, the paper's scaling, ``docs/protocol.md`` §2.8) happens per batch on
+the device, so a GPU holds the uint8 copy only.
+
+A dataset that offers the interpolation benchmark carries a :class:`FactorBank`: its exact
+bank of true examples with their circular factor, and the true factor of every test example.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 IMAGE_SIZE = 32
+KINDS = ("image", "signal")
+
+
+@dataclass(frozen=True)
+class Example:
+    """What one example of a dataset is: ``kind`` "image" (``channels×size×size``, size 32)
+    or "signal" (``channels×size`` samples)."""
+
+    kind: str = "image"
+    channels: int = 1
+    size: int = IMAGE_SIZE
+
+    def __post_init__(self) -> None:
+        assert self.kind in KINDS, self.kind
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The shape of one example."""
+        return (self.channels,) + (self.size,) * self.spatial
+
+    @property
+    def spatial(self) -> int:
+        """Spatial axes: 2 for images, 1 for signals."""
+        return 2 if self.kind == "image" else 1
+
+    @property
+    def values(self) -> int:
+        return math.prod(self.dims)
+
+    def describe(self) -> str:
+        """E.g. "1×32×32 images" or "1×1024 signals"."""
+        return "×".join(map(str, self.dims)) + f" {self.kind}s"
+
+    def to_state(self) -> list:
+        """As stored in a checkpoint's state (plain values)."""
+        return [self.kind, self.channels, self.size]
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Example":
+        """The example a checkpoint's state was trained on (images of ``colors`` channels in a
+        checkpoint from before signals)."""
+        if "example" in state:
+            kind, channels, size = state["example"]
+            return cls(str(kind), int(channels), int(size))
+        return cls("image", int(state["colors"]))
+
+    @classmethod
+    def of(cls, x) -> "Example":
+        """The example of an array or tensor shaped N×C×S×S (images) or N×C×L (signals)."""
+        if x.ndim == 3:
+            return cls("signal", int(x.shape[1]), int(x.shape[2]))
+        return cls("image", int(x.shape[1]), int(x.shape[-1]))
+
+
+@dataclass(frozen=True)
+class FactorBank:
+    """What the interpolation benchmark measures against (:mod:`repeval.probes.interpolation`).
+
+    ``load()`` returns the bank: true examples flattened to float64 ``(M, D)`` and their
+    circular factor ``(M,)`` in radians; ``test_factors`` is the true factor of every test
+    example; ``label`` names the factor ("angle", "chroma") for messages and reports."""
+
+    load: Callable[[], tuple[np.ndarray, np.ndarray]]
+    test_factors: np.ndarray
+    label: str = "factor"
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split: images ``x`` (N×C×32×32) and labels ``y`` (N,), as torch tensors."""
+    """One split: examples ``x`` (N×C×32×32 images or N×C×L signals) and labels ``y`` (N,), as torch tensors."""
 
     x: Any
     y: Any
@@ -45,10 +118,15 @@ class Dataset:
     num_classes: int
     info: dict[str, Any] = field(default_factory=dict)
     features: frozenset[str] = frozenset()  # set from its registry entry when loaded
+    bank: FactorBank | None = None  # the interpolation benchmark's bank, where the dataset offers one
 
     @property
     def channels(self) -> int:
         return int(self.train.x.shape[1])
+
+    @property
+    def example(self) -> Example:
+        return Example.of(self.train.x)
 
     @property
     def fingerprint(self) -> str:
@@ -61,30 +139,33 @@ class Dataset:
 
     def to(self, device) -> "Dataset":
         return Dataset(self.name, self.train.to(device), self.test.to(device), self.num_classes, self.info,
-                       self.features)
+                       self.features, self.bank)
 
 
 def check_dataset(ds: Dataset, where: str) -> None:
     """What every probe and the trainer rely on, checked once when a dataset is loaded (a
-    built-in, a plugin's loader, ``npz:``): images N×C×32×32 with C = 1 or 3 in both splits,
-    uint8 or finite floats; one integer label per image in 0..num_classes−1; at least two
-    classes in train and every test class among them. A :class:`~repeval.errors.UserError`
-    naming the dataset (``where``) and what its loader must return otherwise."""
+    built-in, a plugin's loader, ``npz:``): images N×C×32×32 with C = 1 or 3, or signals N×C×L,
+    the same example shape in both splits, uint8 or finite floats; one integer label per example in
+    0..num_classes−1; at least two classes in train and every test class among them. A
+    :class:`~repeval.errors.UserError` naming the dataset (``where``) and what its loader must
+    return otherwise."""
     import torch
 
     from repeval.errors import UserError
 
     def fail(problem: str) -> UserError:
         return UserError(f"Dataset {where}: {problem}. Its loader must return uint8 (or finite float) images "
-                         "N×C×32×32 with C = 1 or 3 and one label in 0..num_classes-1 per image "
-                         "(repeval.data.base.make_dataset); `repeval datasets` says where it came from.")
+                         "N×C×32×32 with C = 1 or 3, or signals N×C×L, and one label in 0..num_classes-1 per "
+                         "example (repeval.data.base.make_dataset); `repeval datasets` says where it came from.")
 
     if ds.num_classes < 2:
         raise fail(f"num_classes is {ds.num_classes}; the probes need at least two classes")
     for name, split in (("train", ds.train), ("test", ds.test)):
         x, y = split.x, split.y
-        if x.ndim != 4 or tuple(x.shape[2:]) != (IMAGE_SIZE, IMAGE_SIZE) or x.shape[1] not in (1, 3) or not len(x):
-            raise fail(f"the {name} images have shape {tuple(x.shape)}")
+        image = x.ndim == 4 and tuple(x.shape[2:]) == (IMAGE_SIZE, IMAGE_SIZE) and x.shape[1] in (1, 3)
+        signal = x.ndim == 3 and x.shape[1] >= 1 and x.shape[2] >= 2
+        if not (image or signal) or not len(x):
+            raise fail(f"the {name} examples have shape {tuple(x.shape)}")
         if x.dtype != torch.uint8 and not (x.dtype.is_floating_point and bool(torch.isfinite(x).all())):
             raise fail(f"the {name} images are {x.dtype}" + (" with NaN or infinite values"
                                                              if x.dtype.is_floating_point else ""))
@@ -92,8 +173,9 @@ def check_dataset(ds: Dataset, where: str) -> None:
             raise fail(f"the {name} labels have shape {tuple(y.shape)} and dtype {y.dtype} for {len(x)} images")
         if int(y.min()) < 0 or int(y.max()) >= ds.num_classes:
             raise fail(f"the {name} labels run from {int(y.min())} to {int(y.max())}, outside 0..{ds.num_classes - 1}")
-    if ds.train.x.shape[1] != ds.test.x.shape[1]:
-        raise fail(f"train images have {ds.train.x.shape[1]} channels, test images {ds.test.x.shape[1]}")
+    if ds.train.x.shape[1:] != ds.test.x.shape[1:]:
+        raise fail(f"train examples are {Example.of(ds.train.x).describe()}, test examples "
+                   f"{Example.of(ds.test.x).describe()}")
     present = torch.unique(ds.train.y)
     if len(present) < 2:
         raise fail(f"every train label is {int(present[0])}; the probes need at least two classes")
@@ -122,12 +204,13 @@ def to_float(x):
 
 def make_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                  y_test: np.ndarray, num_classes: int, info: dict[str, Any],
-                 features: frozenset[str] = frozenset()) -> Dataset:
-    """Wrap numpy arrays (N×C×32×32, N) as a :class:`Dataset` of torch tensors (no copy)."""
+                 features: frozenset[str] = frozenset(), bank: FactorBank | None = None) -> Dataset:
+    """Wrap numpy arrays (N×C×32×32 images or N×C×L signals, and N labels) as a :class:`Dataset`
+    of torch tensors (no copy)."""
     import torch
 
     for which, x in (("train", x_train), ("test", x_test)):
-        assert x.ndim == 4 and x.shape[2:] == (IMAGE_SIZE, IMAGE_SIZE), (name, which, x.shape)
+        assert (x.ndim == 4 and x.shape[2:] == (IMAGE_SIZE, IMAGE_SIZE)) or x.ndim == 3, (name, which, x.shape)
     return Dataset(
         name=name,
         train=Split(torch.from_numpy(np.ascontiguousarray(x_train)), torch.from_numpy(y_train.astype(np.int64))),
@@ -135,4 +218,5 @@ def make_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np
         num_classes=num_classes,
         info=info,
         features=frozenset(features),
+        bank=bank,
     )

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from repeval.data.base import IMAGE_SIZE, Dataset, make_dataset
+from repeval.data.base import IMAGE_SIZE, Dataset, FactorBank, make_dataset
 from repeval.data.registry import DataOptions, DatasetEntry
 
 TRAIN_SIZE, TEST_SIZE = 32_768, 5_000
@@ -93,14 +93,13 @@ def load_lines(options: DataOptions) -> Dataset:
     info = {"source": "generated (port of the official draw_line)", "verified": "generated",
             "rule": f"{TRAIN_SIZE} train lines (seed {TRAIN_SEED}), {TEST_SIZE} test lines (seed {TEST_SEED}); "
                     "float pixels in [-1, 1]; labels = 10 angle bins"}
-    dataset = make_dataset("lines", x_train, y_train, x_test, y_test, num_classes=10, info=info)
-    dataset.test_angles = test_angles  # the true angle of every test line
-    return dataset
+    return make_dataset("lines", x_train, y_train, x_test, y_test, num_classes=10, info=info,
+                        bank=FactorBank(reference_bank, test_angles, "angle"))
 
 
 ENTRY = DatasetEntry(
     "lines", "synthetic anti-aliased lines from the centre (the paper's interpolation benchmark)",
     1, 10, TRAIN_SIZE, TEST_SIZE, depth=16, latent_dims=(64, 256), loader=load_lines,
     locate=lambda options: "generated", generated=True,
-    features=frozenset({"line_angles"}),  # the interpolation benchmark measures against true lines
+    features=frozenset({"factor_bank"}),  # the interpolation benchmark measures against true lines
 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from repeval.data.base import Dataset
+from repeval.data.base import Dataset, Example
 from repeval.registry import Registry
 
 
@@ -31,8 +31,11 @@ class DataOptions:
 class DatasetEntry:
     """One dataset and its paper configuration (``docs/protocol.md`` §3.9, §6).
 
-    ``features`` names what the data offers beyond images and class labels, for probes
-    that need it (a probe's ``Task.requires``): ``"line_angles"`` for the lines benchmark.
+    ``features`` names what the data offers beyond examples and class labels, for probes
+    that need it (a probe's ``Task.requires``): ``"factor_bank"`` for a dataset that offers the
+    interpolation benchmark (its loader sets :attr:`~repeval.data.base.Dataset.bank`).
+    ``kind`` and ``size`` declare what one example is (:class:`~repeval.data.base.Example`):
+    images ``channels×32×32`` or signals ``channels×size``.
     """
 
     name: str
@@ -47,6 +50,12 @@ class DatasetEntry:
     locate: Callable[[DataOptions], str | None]  # where it is found locally, or None
     generated: bool = False  # needs no files at all
     features: frozenset[str] = frozenset()
+    kind: str = "image"
+    size: int = 32
+
+    @property
+    def example(self) -> Example:
+        return Example(self.kind, self.channels, self.size)
 
     @property
     def default_latent_dim(self) -> int:

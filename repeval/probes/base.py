@@ -108,7 +108,7 @@ class Task:
     ``needs_model``: ``run(model, dataset, settings, device, latent)`` on the frozen model
     (it decodes) instead of ``run(latents, settings, device)``. ``requires``: dataset
     features it needs (a :class:`~repeval.data.registry.DatasetEntry`'s ``features``), e.g.
-    ``{"line_angles"}``; ``--task all`` skips a task whose requirements a dataset lacks.
+    ``{"factor_bank"}``; ``--task all`` skips a task whose requirements a dataset lacks.
     ``label`` heads its columns in the report.
     """
 

@@ -279,7 +279,7 @@ def test_lines_dataset_is_seeded_and_labelled_by_angle():
     ds = data.load("lines")
     assert ds.train.x.shape == (32768, 1, 32, 32) and ds.test.x.shape == (5000, 1, 32, 32)
     assert ds.train.x.dtype == torch.float32
-    expected = (10 * ds.test_angles / (2 * np.pi - 1e-6)).astype(np.int64)
+    expected = (10 * ds.bank.test_factors / (2 * np.pi - 1e-6)).astype(np.int64)
     assert ds.test.y.tolist() == expected.tolist()
     assert torch.equal(data.load("lines").test.x[:50], ds.test.x[:50])
 
@@ -339,7 +339,7 @@ def test_npz_object_arrays_are_refused_without_unpickling(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"x_train": np.full((4, 1, 32, 32), np.nan, np.float32)}, "train images are torch.float32 with NaN"),
-    ({"x_test": np.zeros((4, 3, 32, 32), np.uint8)}, "train images have 1 channels, test images 3"),
+    ({"x_test": np.zeros((4, 3, 32, 32), np.uint8)}, "train examples are 1×32×32 images, test examples 3×32×32 images"),
     ({"y_train": np.array([0, 1, 0, 7])}, "train labels run from 0 to 7, outside 0..2"),
     ({"y_train": np.zeros(4, int), "y_test": np.zeros(4, int)}, "every train label is 0"),
     ({"y_test": np.array([0, 1, 2, 2])}, r"test labels hold class\(es\) 2 that no train image has"),

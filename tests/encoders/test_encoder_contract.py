@@ -5,11 +5,13 @@ over ``list_models()``): a family registered by a plugin or a new module is chec
 editing this file. Family-specific meaning (the paper's losses, latent sizes, hyper-parameter
 values) is tested in ``test_encoder_families.py`` and ``test_encoder_reference.py``.
 
-Sizes are tiny (depth 4, latent 32, batch 8); the latent size comes from the family's own
-``resolve_latent_dim`` on a dataset whose only legal size is 32, so reference encoders get
-theirs (pixels: the image size). Reference encoders are fitted on 8 float images in
-[-1, 1]; the fitted state is computed once per (family, colors) and loaded into each test's
-fresh build (a 3-colour PCA fit is a 3072×3072 float64 eigendecomposition).
+Every test runs over each (family, example shape) pair the registries allow: grey and colour
+images (1 or 3 × 32 × 32) and 1-D signals (1 × 256 samples) for the families whose ``kinds``
+include them. Sizes are tiny (depth 4, latent 32, batch 8); the latent size comes from the
+family's own ``resolve_latent_dim`` on a dataset whose only legal size is 32, so reference
+encoders get theirs (pixels: the example's size). Reference encoders are fitted on 8 float
+examples in [-1, 1]; the fitted state is computed once per (family, shape) and loaded into
+each test's fresh build (a 3-colour PCA fit is a 3072×3072 float64 eigendecomposition).
 """
 
 from __future__ import annotations
@@ -22,54 +24,64 @@ import torch
 from range_cases import out_of_range
 
 import encoders
-from encoders.base import IMAGE_SIZE, Autoencoder, Step
+from encoders.base import Autoencoder, Step
+from repeval.data.base import Example
 from repeval.ranges import Range
 
 NAMES = encoders.REGISTRY.names()
 LEARNED = [name for name in NAMES if encoders.get(name).learned]
 REFERENCE = [name for name in NAMES if not encoders.get(name).learned]
-COLORS = (1, 3)
+SHAPES = {"grey": Example("image", 1), "colour": Example("image", 3), "signal": Example("signal", 1, 256)}
 DEPTH = 4
 BATCH = 8
 LR = 1e-3
 
-_FITTED: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+_FITTED: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
 
-def contract_dataset(colors: int) -> SimpleNamespace:
-    """A dataset entry whose only legal latent size is 32 (the tiniest paper map)."""
-    return SimpleNamespace(name="contract", channels=colors, latent_dims=(32,), default_latent_dim=32,
-                           num_classes=3, features=frozenset())
+def contract_dataset(shape: str) -> SimpleNamespace:
+    """A dataset entry of ``SHAPES[shape]`` whose only legal latent size is 32 (the tiniest paper map)."""
+    example = SHAPES[shape]
+    return SimpleNamespace(name="contract", channels=example.channels, latent_dims=(32,), default_latent_dim=32,
+                           num_classes=3, features=frozenset(), example=example, kind=example.kind)
 
 
-def images(colors: int, n: int = BATCH, seed: int = 0) -> torch.Tensor:
-    """``n`` fixed float images in [-1, 1]."""
+def images(shape: str, n: int = BATCH, seed: int = 0) -> torch.Tensor:
+    """``n`` fixed float examples of ``SHAPES[shape]`` in [-1, 1]."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.rand(n, colors, IMAGE_SIZE, IMAGE_SIZE, generator=gen) * 2 - 1
+    return torch.rand(n, *SHAPES[shape].dims, generator=gen) * 2 - 1
 
 
-def build(name: str, colors: int, seed: int = 0, fit: bool = True) -> Autoencoder:
-    """The family with its default hyper-parameters at a legal latent size; reference encoders
-    fitted (``fit=False``: as built, for loading a state into)."""
+def build(name: str, shape: str, seed: int = 0, fit: bool = True) -> Autoencoder:
+    """The family with its default hyper-parameters at a legal latent size for ``SHAPES[shape]``;
+    reference encoders fitted (``fit=False``: as built, for loading a state into)."""
     family = encoders.get(name)
-    latent_dim = family.resolve_latent_dim(contract_dataset(colors), None)
+    example = SHAPES[shape]
+    latent_dim = family.resolve_latent_dim(contract_dataset(shape), None)
     torch.manual_seed(seed)
-    model = family.build(colors, DEPTH, latent_dim, dict(family.hparams))
+    extra = {} if example.kind == "image" else {"example": example}
+    model = family.build(example.channels, DEPTH, latent_dim, dict(family.hparams), **extra)
     if fit and not family.learned:
-        key = (name, colors)
+        key = (name, shape)
         if key not in _FITTED:
-            model.fit(images(colors, seed=1))
+            model.fit(images(shape, seed=1))
             _FITTED[key] = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(_FITTED[key])
     return model
 
 
+def cases(names: list[str]) -> list:
+    """Every (name, shape) pair the registries allow (the family's ``kinds`` hold the shape's kind)."""
+    return [(name, shape) for name in names for shape, example in SHAPES.items()
+            if example.kind in encoders.get(name).kinds]
+
+
 def fitted_cases(names: list[str]) -> list:
-    """(name, colors) for tests that need a fitted model. Fitting a reference encoder on colour
+    """(name, shape) for tests that need a fitted model. Fitting a reference encoder on colour
     images is marked slow: PCA's fit is a 3072×3072 float64 eigendecomposition (about 10 s on
     one thread), so ``-m "not slow"`` leaves all of those out, not just the first to pay."""
-    return [pytest.param(name, colors, marks=[pytest.mark.slow] if colors > 1 and not encoders.get(name).learned
-                         else []) for name in names for colors in COLORS]
+    return [pytest.param(name, shape, marks=[pytest.mark.slow] if shape == "colour" and not encoders.get(name).learned
+                         else []) for name, shape in cases(names)]
 
 
 def same_draws(fn, *args):
@@ -115,35 +127,34 @@ def test_every_hparam_declares_a_range_its_default_fits_and_bad_values_are_refus
                 check_hparam(family, hparam, bad)
 
 
-@pytest.mark.parametrize("colors", COLORS)
-@pytest.mark.parametrize("name", NAMES)
-def test_build_with_default_hparams(name, colors):
-    model = build(name, colors, fit=False)
+@pytest.mark.parametrize("name, shape", cases(NAMES))
+def test_build_with_default_hparams(name, shape):
+    model = build(name, shape, fit=False)
     assert isinstance(model, encoders.get(name))
-    assert model.arch.colors == colors
+    assert model.arch.example_shape == SHAPES[shape].dims
     assert model.hp == encoders.get(name).hparams
     with pytest.raises(ValueError, match="unknown hyper-parameter"):
-        encoders.get(name).build(colors, DEPTH, model.arch.latent_dim, {"no_such_hparam": 1})
+        encoders.get(name).build(SHAPES[shape].channels, DEPTH, model.arch.latent_dim, {"no_such_hparam": 1})
 
 
-@pytest.mark.parametrize("name, colors", fitted_cases(REFERENCE))
-def test_reference_encoder_fits_float_images(name, colors):
+@pytest.mark.parametrize("name, shape", fitted_cases(REFERENCE))
+def test_reference_encoder_fits_float_images(name, shape):
     """``fit`` takes float images in [-1, 1] once, returns nothing and leaves a usable encoder
     (the fitted state is kept for the other tests of this file)."""
-    model = build(name, colors, fit=False)
-    assert model.fit(images(colors, seed=1)) is None
-    _FITTED[(name, colors)] = {k: v.clone() for k, v in model.state_dict().items()}
+    model = build(name, shape, fit=False)
+    assert model.fit(images(shape, seed=1)) is None
+    _FITTED[(name, shape)] = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
-        z = model.eval().encode(images(colors))
+        z = model.eval().encode(images(shape))
     assert z.shape == (BATCH, model.latent_dim()) and torch.isfinite(z).all()
 
 
 # --- encode / decode ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, colors", fitted_cases(NAMES))
-def test_encode_and_decode_every_latent(name, colors):
-    model = build(name, colors).eval()
-    x = images(colors)
+@pytest.mark.parametrize("name, shape", fitted_cases(NAMES))
+def test_encode_and_decode_every_latent(name, shape):
+    model = build(name, shape).eval()
+    x = images(shape)
     with torch.no_grad():
         for latent in model.latents:
             dim = model.latent_dim(latent)
@@ -152,20 +163,20 @@ def test_encode_and_decode_every_latent(name, colors):
             assert z.shape == (BATCH, dim) and z.dtype == torch.float32, latent
             assert torch.isfinite(z).all(), latent
             out = model.decode(z, latent)
-            assert out.shape == (BATCH, colors, IMAGE_SIZE, IMAGE_SIZE) and out.is_floating_point(), latent
+            assert out.shape == (BATCH, *SHAPES[shape].dims) and out.is_floating_point(), latent
         default = model.default_latent()
         assert model.latent_dim() == model.latent_dim(default)
         assert same_draws(model.encode, x).shape == (BATCH, model.latent_dim(default))
         assert torch.equal(same_draws(model.encode, x), same_draws(model.encode, x, default))
-        assert model.decode(model.encode(x)).shape == (BATCH, colors, IMAGE_SIZE, IMAGE_SIZE)
+        assert model.decode(model.encode(x)).shape == (BATCH, *SHAPES[shape].dims)
         features = model.features(x)
         assert features.shape == (BATCH, model.feature_dim) and features.is_floating_point()
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_an_unknown_latent_is_rejected(name):
-    model = build(name, 1).eval()
-    x = images(1)
+    model = build(name, "grey").eval()
+    x = images("grey")
     assert model.check_latent(None) == model.default_latent()
     for latent in model.latents:
         assert model.check_latent(latent) == latent
@@ -179,10 +190,9 @@ def test_an_unknown_latent_is_rejected(name):
         model.decode(z, "nonsense")
 
 
-@pytest.mark.parametrize("colors", COLORS)
-@pytest.mark.parametrize("name", NAMES)
-def test_parameter_counts_are_non_negative_ints_with_encoder_and_decoder(name, colors):
-    counts = build(name, colors, fit=False).parameter_counts()
+@pytest.mark.parametrize("name, shape", cases(NAMES))
+def test_parameter_counts_are_non_negative_ints_with_encoder_and_decoder(name, shape):
+    counts = build(name, shape, fit=False).parameter_counts()
     assert isinstance(counts, dict)
     assert {"encoder", "decoder"} <= set(counts)
     for part, n in counts.items():
@@ -191,11 +201,10 @@ def test_parameter_counts_are_non_negative_ints_with_encoder_and_decoder(name, c
 
 # --- training (learned families) ----------------------------------------------------------
 
-@pytest.mark.parametrize("colors", COLORS)
-@pytest.mark.parametrize("name", LEARNED)
-def test_training_step_gives_one_finite_loss_per_optimiser_group(name, colors):
-    model = build(name, colors).train()
-    x = images(colors)
+@pytest.mark.parametrize("name, shape", cases(LEARNED))
+def test_training_step_gives_one_finite_loss_per_optimiser_group(name, shape):
+    model = build(name, shape).train()
+    x = images(shape)
     groups = model.optimizer_groups(LR)
     assert isinstance(groups, dict) and groups
     seen: set[int] = set()
@@ -228,11 +237,11 @@ def test_training_step_gives_one_finite_loss_per_optimiser_group(name, colors):
             f"loss {group!r} gives no gradient to any parameter of its own group"
 
 
-@pytest.mark.parametrize("name", LEARNED)
-def test_training_step_under_bf16_autocast_keeps_losses_in_float32(name):
-    model = build(name, 1).train()
+@pytest.mark.parametrize("name, shape", [c for c in cases(LEARNED) if c[1] != "colour"])
+def test_training_step_under_bf16_autocast_keeps_losses_in_float32(name, shape):
+    model = build(name, shape).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        step = model.training_step(images(1))
+        step = model.training_step(images(shape))
     for loss in step.losses.values():
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert step.features.dtype == torch.float32 and not step.features.requires_grad
@@ -243,15 +252,15 @@ def test_training_step_under_bf16_autocast_keeps_losses_in_float32(name):
 
 # --- state --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, colors", fitted_cases(NAMES))
-def test_state_dict_round_trips_into_a_fresh_build(name, colors, tmp_path):
-    model = build(name, colors, seed=0)
-    x = images(colors)
+@pytest.mark.parametrize("name, shape", fitted_cases(NAMES))
+def test_state_dict_round_trips_into_a_fresh_build(name, shape, tmp_path):
+    model = build(name, shape, seed=0)
+    x = images(shape)
     if model.learned:
         model.train()
         model.training_step(x)  # buffers that training moves (the VQ-VAE's EMA codebook) move
     torch.save(model.state_dict(), tmp_path / "state.pt")
-    fresh = build(name, colors, seed=1, fit=False)
+    fresh = build(name, shape, seed=1, fit=False)
     state = model.state_dict()
     if state:  # not vacuous: the fresh build differs until it loads the state
         assert any(not torch.equal(t, fresh.state_dict()[k]) for k, t in state.items())

@@ -8,11 +8,14 @@ import pytest
 import torch
 
 import encoders
+from repeval.data.base import Example
 from encoders.base import Arch
 from repeval.errors import UserError
 
-MNIST = SimpleNamespace(name="mnist", channels=1, latent_dims=(256, 32, 1024), default_latent_dim=256)
-CIFAR = SimpleNamespace(name="cifar10", channels=3, latent_dims=(256, 1024, 32), default_latent_dim=256)
+MNIST = SimpleNamespace(name="mnist", channels=1, latent_dims=(256, 32, 1024), default_latent_dim=256,
+                        example=Example("image", 1))
+CIFAR = SimpleNamespace(name="cifar10", channels=3, latent_dims=(256, 1024, 32), default_latent_dim=256,
+                        example=Example("image", 3))
 
 
 def pca(k: int, colors: int = 1):

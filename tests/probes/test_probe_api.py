@@ -14,7 +14,8 @@ def test_registry():
         "linear": ("accuracy_online", "accuracy"),
         "kmeans": ("accuracy", "nmi", "ari"),
         "knn": ("accuracy",),
-        "interpolation": ("mean_distance", "smoothness"),
+        "interpolation": ("mean_distance", "smoothness", "smoothness_strict", "detour", "endpoint_error",
+                          "n_undefined"),
         "label_efficiency": tuple(f"{probe}@{size}" for probe in ("linear", "knn")
                                   for size in ("1", "4", "16", "64", "256", "all")),
     }

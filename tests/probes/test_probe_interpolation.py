@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from repeval.data.base import make_dataset
-from repeval.data.lines import draw_line
+from repeval.data.base import FactorBank, make_dataset
+from repeval.data.lines import draw_line, reference_bank
 from repeval.errors import UserError
 from repeval.probes.interpolation import InterpolationSettings, line_metrics, run, smoothness_scores
 
@@ -102,9 +102,11 @@ class Pixels(torch.nn.Module):
         return z.view(-1, 1, 32, 32)
 
 
-def lines_dataset(name: str = "lines", test_angles=(START, END), features=("line_angles",)):
+def lines_dataset(name: str = "lines", test_angles=(START, END), features=("factor_bank",)):
     x = lines_at(test_angles).astype(np.float32)[:, None]
-    return make_dataset(name, x, np.zeros(len(x)), x, np.zeros(len(x)), num_classes=10, info={}, features=features)
+    bank = FactorBank(reference_bank, np.array(test_angles), "angle") if features else None
+    return make_dataset(name, x, np.zeros(len(x)), x, np.zeros(len(x)), num_classes=10, info={}, features=features,
+                        bank=bank)
 
 
 def test_task_end_to_end_with_pixel_crossfade():
@@ -112,7 +114,8 @@ def test_task_end_to_end_with_pixel_crossfade():
     result = run(model, lines_dataset(), InterpolationSettings(n_pairs=1, steps=N), "cpu")
     assert printed_as(result.scores["mean_distance"], "7.22e-3")
     assert any(result.scores["smoothness"] == pytest.approx(v, rel=1e-9) for v in CROSSFADE_SMOOTHNESS)
-    assert result.details == {"n_undefined": 0, "n_interpolations": 1, "bank_size": 10_000}
+    assert result.scores["n_undefined"] == 0 and result.scores["smoothness_strict"] == result.scores["smoothness"]
+    assert result.details == {"n_interpolations": 1, "bank_size": 10_000}
     assert model.training  # the model's mode is restored
 
 
@@ -120,12 +123,12 @@ def test_pairs_are_i_and_i_plus_n_pairs():
     # pairs (START, END) and (START, START): the second is undefined
     dataset = lines_dataset(test_angles=(START, START, END, START))
     result = run(Pixels(), dataset, InterpolationSettings(n_pairs=2, steps=N), "cpu")
-    assert result.details["n_undefined"] == 1
+    assert result.scores["n_undefined"] == 1
     assert any(result.scores["smoothness"] == pytest.approx(v / 2, rel=1e-9) for v in CROSSFADE_SMOOTHNESS)
 
 
 def test_task_rejects_other_datasets_and_short_splits():
-    with pytest.raises(UserError, match="--dataset lines"):
+    with pytest.raises(UserError, match="--dataset lines or --dataset shepard"):
         run(Pixels(), lines_dataset(name="mnist", features=()), InterpolationSettings(n_pairs=1), "cpu")
     with pytest.raises(UserError, match="Lower n_pairs"):
         run(Pixels(), lines_dataset(), InterpolationSettings(n_pairs=2), "cpu")
