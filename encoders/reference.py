@@ -12,10 +12,10 @@ sample-space cross-fade) and ``pca`` their principal components.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
-
-import math
 
 from encoders.base import Arch, Autoencoder
 from encoders.layers import full_precision
@@ -113,11 +113,11 @@ class PCA(Reference):
     def resolve_latent_dim(cls, dataset, requested: int | None) -> int:
         from repeval.errors import UserError
 
-        dim = requested or dataset.default_latent_dim
         pixels = dataset.example.values
+        dim = requested or min(dataset.default_latent_dim, pixels)
         if not 1 <= dim <= pixels:
             raise UserError(f"--latent-dim {dim} is not a legal number of principal components on "
-                            f"{dataset.name!r}: choose between 1 and {pixels} (its pixel count).")
+                            f"{dataset.name!r}: choose between 1 and {pixels} (the values of one example).")
         return dim
 
     def fit(self, x_train: Tensor) -> None:

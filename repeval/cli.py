@@ -195,7 +195,9 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common_options
 def datasets(as_json: bool, workdir: Path, data_dir: Path | None, allow_unverified: bool):
-    """List the datasets, whether each is available locally, and their split sizes."""
+    """List the datasets, whether each is available locally, their split sizes and what an
+    example is (images C×32×32 or 1-D signals C×L). ``interpolation`` in --json says whether the
+    dataset offers the interpolation task (a factor bank: lines, shepard)."""
     from repeval import data
 
     options = _data_options(data_dir, allow_unverified)
@@ -204,16 +206,18 @@ def datasets(as_json: bool, workdir: Path, data_dir: Path | None, allow_unverifi
         where = entry.locate(options)
         rows.append({"name": entry.name, "available": where is not None, "where": where,
                      "train": entry.train_size, "test": entry.test_size, "channels": entry.channels,
+                     "example": entry.example.describe(), "interpolation": "factor_bank" in entry.features,
                      "classes": entry.num_classes, "latent_dims": list(entry.latent_dims),
                      "description": entry.summary})
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    click.echo(f"{'dataset':<11} {'available':<9} {'train':>8} {'test':>7}  {'C':>1}  latent dims   description")
+    click.echo(f"{'dataset':<11} {'available':<9} {'train':>8} {'test':>7}  {'example':<18} latent dims   "
+               "description")
     for r in rows:
         dims = ",".join(map(str, r["latent_dims"]))
         click.echo(f"{r['name']:<11} {'yes' if r['available'] else 'no':<9} {r['train']:>8,} {r['test']:>7,}  "
-                   f"{r['channels']:>1}  {dims:<13} {r['description']}")
+                   f"{r['example']:<18} {dims:<13} {r['description']}")
     missing = [r["name"] for r in rows if not r["available"]]
     if missing:
         where = data_dir or "the cache (downloaded on first use when online)"

@@ -1,6 +1,9 @@
 """Previews of a run for the report: reconstructions and latent interpolations of fixed
-test images, written once per run and latent (``previews-<latent>.npz`` in the run
-directory) and read back here too, so the file's layout is defined in one place."""
+test examples, written once per run and latent (``previews-<latent>.npz`` in the run
+directory) and read back here too, so the file's layout is defined in one place.
+
+Images are stored as uint8 in display scale; 1-D signals as float16 samples in their own
+scale (the report draws them as waveforms, :func:`repeval.report.figures.waveform_tiles`)."""
 
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ def preview_path(run_dir: Path, latent: str) -> Path:
 def write_previews(path: Path, model, dataset, latent: str, device: str) -> Path:
     """Reconstructions and latent interpolations of fixed test images, for the report.
 
-    ``previews-<latent>.npz``: ``originals`` and ``reconstructions`` (8×C×32×32) and
-    ``interpolations`` (4 pairs × 10 steps × C×32×32, endpoints included), uint8 in display
-    scale. Pairs are test images 0↔1, 2↔3, 4↔5, 6↔7.
+    ``previews-<latent>.npz``: ``originals`` and ``reconstructions`` (8×C×32×32, or 8×C×L
+    for signals) and ``interpolations`` (4 pairs × 10 steps × the example's shape, endpoints
+    included): images as uint8 in display scale, signals as float16. Pairs are test examples
+    0↔1, 2↔3, 4↔5, 6↔7.
     """
     import torch
 
@@ -47,19 +51,22 @@ def write_previews(path: Path, model, dataset, latent: str, device: str) -> Path
         zi = (1 - t) * za[:, None] + t * zb[:, None]
         interp = model.decode(zi.reshape(-1, z.shape[1]), latent).reshape(pairs, PREVIEW_STEPS, *x.shape[1:])
 
-    def to_uint8(t):
+    def stored(t):
+        if x.dim() == 3:  # signals: their own scale, at half precision
+            return t.float().clamp(-65504, 65504).to(torch.float16).cpu().numpy()
         return ((t.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
     buf = io.BytesIO()
-    np.savez_compressed(buf, originals=to_uint8(x), reconstructions=to_uint8(recon), interpolations=to_uint8(interp))
+    np.savez_compressed(buf, originals=stored(x), reconstructions=stored(recon), interpolations=stored(interp))
     atomic_write_bytes(out, buf.getvalue())
     return out
 
 
 def load_previews(run_dir: Path, latent: str) -> dict[str, np.ndarray] | None:
     """The arrays of ``<run_dir>/previews-<latent>.npz`` (see :func:`write_previews`),
-    or ``None`` when the file is missing, unreadable or not uint8 images of 1 or 3 channels
-    (``originals``/``reconstructions`` N×C×H×W, ``interpolations`` pairs×steps×C×H×W)."""
+    or ``None`` when the file is missing, unreadable or neither uint8 images of 1 or 3 channels
+    (``originals``/``reconstructions`` N×C×H×W, ``interpolations`` pairs×steps×C×H×W) nor
+    float16 signals (N×C×L, pairs×steps×C×L)."""
     path = preview_path(run_dir, latent)
     if not path.is_file():
         return None
@@ -68,9 +75,11 @@ def load_previews(run_dir: Path, latent: str) -> dict[str, np.ndarray] | None:
             arrays = {k: np.asarray(f[k]) for k in PREVIEW_KEYS if k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile):
         return None
-    if len(arrays) != len(PREVIEW_KEYS) or any(a.dtype != np.uint8 or a.size == 0 for a in arrays.values()):
+    if len(arrays) != len(PREVIEW_KEYS) or any(a.size == 0 for a in arrays.values()):
         return None
-    images = arrays["originals"].shape
-    ok = (len(images) == 4 and images[1] in (1, 3) and arrays["reconstructions"].shape == images
-          and arrays["interpolations"].ndim == 5 and arrays["interpolations"].shape[2:] == images[1:])
-    return arrays if ok else None
+    shape = arrays["originals"].shape
+    same = (arrays["reconstructions"].shape == shape and arrays["interpolations"].ndim == len(shape) + 1
+            and arrays["interpolations"].shape[2:] == shape[1:])
+    images = len(shape) == 4 and shape[1] in (1, 3) and all(a.dtype == np.uint8 for a in arrays.values())
+    signals = (len(shape) == 3 and all(a.dtype == np.float16 and np.isfinite(a).all() for a in arrays.values()))
+    return arrays if same and (images or signals) else None

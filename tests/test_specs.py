@@ -45,7 +45,7 @@ def test_reference_encoders_latent_sizes():
     assert make_spec("pixels", "cifar10").latent_dim == 3072
     assert make_spec("pca", "mnist", latent_dim=50).latent_dim == 50
     with pytest.raises(UserError, match="--latent-dim 32 does not apply to .pixels. on .mnist.: its latent is the "
-                                        "image itself \\(1024 values\\)"):
+                                        "example itself \\(1024 values\\)"):
         make_spec("pixels", "mnist", latent_dim=32)
 
 

@@ -8,6 +8,14 @@ usual mark of an unlabelled image, is refused rather than taken for a class); at
 classes must appear in ``y_train`` and every class of ``y_test`` must appear there too. They
 are mapped to 0…K−1 in sorted order of the train classes (recorded). Arrays are read
 without pickle (``allow_pickle=False``): an array of Python objects is refused, never loaded.
+
+1-D signals are declared by the file: an array ``kind`` holding the string ``"signal"``
+(``np.savez(PATH, kind="signal", x_train=..., ...)``). Their ``x`` arrays are N×L (one channel)
+or N×C×L, floats (kept as they are; they must be finite) or integers (scaled to [-1, 1] by
+their type's range: ``uint8`` as pixels, ``x·2/255 − 1``; signed types divided by their
+maximum, e.g. 32,767 for ``int16`` audio). The learned families pool a signal down to 16
+latent positions by halving, so its length must be 16 times a power of two (a reference
+encoder, ``pixels`` or ``pca``, takes any length).
 """
 
 from __future__ import annotations
@@ -17,23 +25,63 @@ from pathlib import Path
 
 import numpy as np
 
-from repeval.data.base import IMAGE_SIZE, Dataset, make_dataset
+from repeval.data.base import IMAGE_SIZE, Dataset, Example, make_dataset
 from repeval.data.registry import DatasetEntry
 from repeval.errors import UserError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
+KINDS = ("image", "signal")
+
+
+def _signal(x: np.ndarray, path: Path, key: str) -> tuple[np.ndarray, str]:
+    """A declared signal array as float32 N×C×L, and the rule that made it."""
+    shape = x.shape
+    if x.ndim == 2:
+        x = x[:, None, :]
+    if x.ndim != 3 or x.shape[0] == 0 or x.shape[2] < 2:
+        raise UserError(f"{path}: array {key!r} has shape {shape}; a signal file (kind='signal') holds N×L "
+                        "(one channel) or N×C×L arrays with N > 0 and L >= 2 samples.")
+    if np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+            raise UserError(f"{path}: array {key!r} holds NaN or infinite values in {bad:,} of its {len(x):,} "
+                            "signals. Drop or repair those signals (np.isfinite(x).all(axis=-1)).")
+        return x.astype(np.float32), "float samples kept as they are"
+    if x.dtype == np.uint8:
+        return (x.astype(np.float32) * (2 / 255) - 1), "uint8 samples scaled to [-1, 1] as x*2/255 - 1"
+    if np.issubdtype(x.dtype, np.signedinteger):
+        top = np.iinfo(x.dtype).max
+        return (x.astype(np.float32) / top), f"{x.dtype} samples divided by {top}"
+    raise UserError(f"{path}: array {key!r} has dtype {x.dtype}; a signal's samples are floats or integers "
+                    "(uint8 or signed). Convert it, e.g. x.astype(np.float32).")
+
+
+def _kind(z, path: Path) -> str:
+    """The file's declared kind of example: ``"image"`` unless an array ``kind`` says ``"signal"``."""
+    if "kind" not in z.files:
+        return "image"
+    try:
+        kind = str(z["kind"])
+    except ValueError:
+        kind = "?"
+    if kind not in KINDS:
+        raise UserError(f"{path}: array 'kind' holds {kind!r}; it declares what the examples are: "
+                        f"{' or '.join(map(repr, KINDS))} (np.savez(PATH, kind='signal', ...)).")
+    return kind
 
 
 def _to_nchw32(x: np.ndarray, path: Path, key: str) -> tuple[np.ndarray, str]:
     if x.dtype != np.uint8:
         raise UserError(f"{path}: array {key!r} has dtype {x.dtype}, expected uint8 pixels 0-255. "
-                        "Convert it with (x * 255).round().astype(np.uint8) if it holds floats in [0, 1].")
+                        "Convert it with (x * 255).round().astype(np.uint8) if it holds floats in [0, 1]; "
+                        "if it holds 1-D signals, declare them: np.savez(PATH, kind='signal', ...).")
     shape = x.shape
     if x.ndim == 3:
         x = x[:, :, :, None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[0] == 0:
         raise UserError(f"{path}: array {key!r} has shape {shape}, expected N×H×W or N×H×W×C with "
-                        "C = 1 or 3 and N > 0 (channels last).")
+                        "C = 1 or 3 and N > 0 (channels last); 1-D signals (N×L or N×C×L) are declared with "
+                        "np.savez(PATH, kind='signal', ...).")
     x = x.transpose(0, 3, 1, 2)
     h, w = x.shape[2:]
     if h <= IMAGE_SIZE and w <= IMAGE_SIZE:
@@ -75,17 +123,20 @@ def load_npz(path: Path) -> Dataset:
             except (OSError, EOFError, zipfile.BadZipFile) as exc:
                 raise UserError(f"{path}: array {k!r} cannot be read ({exc}); the file is truncated or damaged. "
                                 "Write it again with np.savez.") from None
-    x_train, rule = _to_nchw32(arrays["x_train"], path, "x_train")
-    x_test, _ = _to_nchw32(arrays["x_test"], path, "x_test")
+        kind = _kind(z, path)
+    convert = _to_nchw32 if kind == "image" else _signal
+    x_train, rule = convert(arrays["x_train"], path, "x_train")
+    x_test, _ = convert(arrays["x_test"], path, "x_test")
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise UserError(f"{path}: x_train and x_test differ in image shape or channels "
+        what = "image shape or channels" if kind == "image" else "signal length or channels"
+        raise UserError(f"{path}: x_train and x_test differ in {what} "
                         f"({arrays['x_train'].shape[1:]} vs {arrays['x_test'].shape[1:]}).")
     labels = {}
     for k, n in (("y_train", len(x_train)), ("y_test", len(x_test))):
         y = arrays[k]
         if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
             raise UserError(f"{path}: array {k!r} has shape {y.shape} and dtype {y.dtype}, expected "
-                            f"{n} integer labels (one per image of x_{k[2:]}).")
+                            f"{n} integer labels (one per example of x_{k[2:]}).")
         if len(y) and y.min() < 0:
             negative = np.flatnonzero(y < 0)
             raise UserError(f"{path}: {k} holds negative labels ({int(y[negative[0]])} at {len(negative):,} of "
@@ -111,25 +162,36 @@ def load_npz(path: Path) -> Dataset:
                         x_test, np.searchsorted(classes, labels["y_test"]), num_classes=len(classes), info=info)
 
 
-def _channels(path: Path) -> int:
-    """Channels of ``x_train`` read from the npy header alone (1 when unreadable)."""
+def _example(path: Path) -> Example:
+    """What ``x_train`` holds, read from the npy header (and the small ``kind`` array) alone:
+    images of 1 or 3 channels, or signals; a grey image when unreadable (``load_npz`` then
+    reports the problem)."""
     try:
-        with zipfile.ZipFile(path) as zf, zf.open("x_train.npy") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape = read_header(f)[0]
+        with zipfile.ZipFile(path) as zf:
+            with zf.open("x_train.npy") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape = read_header(f)[0]
+            kind = "image"
+            if "kind.npy" in zf.namelist():
+                with zf.open("kind.npy") as f:
+                    kind = str(np.load(f, allow_pickle=False))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return 1  # load_npz reports the problem
-    return int(shape[-1]) if len(shape) == 4 else 1
+        return Example()
+    if kind == "signal" and len(shape) in (2, 3):
+        return Example("signal", int(shape[1]) if len(shape) == 3 else 1, int(shape[-1]))
+    return Example("image", int(shape[-1]) if len(shape) == 4 else 1)
 
 
 def npz_entry(path_str: str) -> DatasetEntry:
     path = Path(path_str).expanduser()
-    channels = _channels(path) if path.is_file() else 1
+    example = _example(path) if path.is_file() else Example()
     return DatasetEntry(
-        f"npz:{path_str}", f"your arrays in {path}", channels, 0, 0, 0,
-        depth=16 if channels == 1 else 64, latent_dims=(256, 32, 1024),
+        f"npz:{path_str}", f"your arrays in {path}", example.channels, 0, 0, 0,
+        depth=16 if example.channels == 1 or example.kind == "signal" else 64,
+        latent_dims=(256, 32, 1024) if example.kind == "image" else (256, 32, 64, 1024),
         loader=lambda options: load_npz(path),
         locate=lambda options: str(path) if path.is_file() else None,
+        kind=example.kind, size=example.size,
     )

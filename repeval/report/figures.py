@@ -5,7 +5,8 @@ canvas (no pyplot state, no display needed) in seaborn's whitegrid style, at a s
 and dpi, saved as palette PNGs so that the HTML file stays small: one figure per dataset ×
 latent dim, never one per run.
 Image grids of the preview files (reconstructions, interpolations) are composed directly
-with numpy and Pillow at their native 32×32 resolution.
+with numpy and Pillow at their native 32×32 resolution; 1-D signals are drawn as waveforms
+(:func:`waveform_tiles`) and then composed the same way.
 
 matplotlib and Pillow are imported inside the functions so that importing the report
 package stays cheap.
@@ -53,6 +54,43 @@ def tile_grid(tiles: np.ndarray, gap: int = GRID_GAP) -> tuple[bytes, int, int]:
     return buf.getvalue(), image.width, image.height
 
 
+WAVE_HEIGHT = 32  # pixels per channel of a drawn waveform
+WAVE_WIDTH = 128  # columns of a drawn waveform (at most one per sample)
+
+
+def waveform_tiles(signals: np.ndarray, scale: float) -> np.ndarray:
+    """Signals ``(..., C, L)`` drawn as grey uint8 tiles ``(..., 1, C·WAVE_HEIGHT, W)``: each
+    column spans the samples' minimum to maximum over its stretch of the signal (the usual
+    waveform display), ``±scale`` at the tile's edges, with a light zero line; channels are
+    stacked top to bottom."""
+    lead, (channels, length) = signals.shape[:-2], signals.shape[-2:]
+    width = min(WAVE_WIDTH, length)
+    edges = np.linspace(0, length, width + 1).astype(int)[:-1]
+    flat = np.asarray(signals, dtype=np.float32).reshape(-1, channels, length)
+    low = np.minimum.reduceat(flat, edges, axis=-1)
+    high = np.maximum.reduceat(flat, edges, axis=-1)
+
+    def row(v: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint((1 - v / scale) / 2 * (WAVE_HEIGHT - 1)), 0, WAVE_HEIGHT - 1).astype(int)
+
+    top, bottom = row(high), row(low)  # (n, C, width): a higher value is a lower row
+    rows = np.arange(WAVE_HEIGHT)[None, None, :, None]
+    ink = (rows >= top[:, :, None, :]) & (rows <= bottom[:, :, None, :])  # (n, C, H, width)
+    tiles = np.full(ink.shape, 255, np.uint8)
+    tiles[:, :, (WAVE_HEIGHT - 1) // 2, :] = 215  # the zero line
+    tiles[ink] = 40
+    return tiles.reshape(-1, 1, channels * WAVE_HEIGHT, width).reshape(*lead, 1, channels * WAVE_HEIGHT, width)
+
+
+def _drawable(previews: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The preview arrays as image tiles: images as they are, signals drawn as waveforms at the
+    originals' scale (the largest magnitude among them, so every tile shares one axis)."""
+    if previews["originals"].ndim == 4:
+        return previews
+    scale = float(np.abs(previews["originals"].astype(np.float32)).max()) or 1.0
+    return {k: waveform_tiles(v, scale) for k, v in previews.items()}
+
+
 def _image(tiles: np.ndarray) -> dict[str, Any]:
     data, width, height = tile_grid(tiles)
     return {"src": png_uri(data), "width": width, "height": height}
@@ -60,12 +98,13 @@ def _image(tiles: np.ndarray) -> dict[str, Any]:
 
 def reconstruction_grid(previews: dict[str, np.ndarray]) -> dict[str, Any]:
     """Originals (top row) over their reconstructions (bottom row): ``src``, ``width``, ``height``."""
-    return _image(np.stack([previews["originals"], previews["reconstructions"]]))
+    drawn = _drawable(previews)
+    return _image(np.stack([drawn["originals"], drawn["reconstructions"]]))
 
 
 def interpolation_grid(previews: dict[str, np.ndarray]) -> dict[str, Any]:
     """One row per interpolated pair, from one endpoint's decoding to the other's."""
-    return _image(previews["interpolations"])
+    return _image(_drawable(previews)["interpolations"])
 
 
 # ------------------------------------------------------------------------------ plots

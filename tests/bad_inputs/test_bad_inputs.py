@@ -66,6 +66,26 @@ def npz(name: str, **changes):
     return prepare
 
 
+def _signals(n=24, length=64, channels=None):
+    shape = (n, length) if channels is None else (n, channels, length)
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def _signals_with_inf():
+    x = _signals(12)
+    x[3, 5] = np.inf
+    return x
+
+
+def signal_npz(name: str, **changes):
+    """Write ``{tmp}/NAME``: a small valid npz of 1-D signals (kind='signal') with ``changes``."""
+    def prepare(ctx: Ctx):
+        arrays = {"kind": np.array("signal"), "x_train": _signals(), "y_train": _labels(), "x_test": _signals(12),
+                  "y_test": _labels(12)}
+        np.savez(ctx.tmp / name, **{k: v for k, v in {**arrays, **changes}.items() if v is not None})
+    return prepare
+
+
 def raw_file(name: str, content: bytes | Callable[[Ctx], bytes]):
     def prepare(ctx: Ctx):
         (ctx.tmp / name).write_bytes(content(ctx) if callable(content) else content)
@@ -364,6 +384,27 @@ CASES: list[Case] = [
     Case("npz-float-pixels", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/float.npz"),
          ("float.npz: array 'x_train' has dtype float64", "uint8"),
          prepare=npz("float.npz", x_train=_images().astype(float) / 255)),
+    # --- npz signals (kind='signal'): rank, NaN/inf, a length the poolings cannot divide, an unbuildable
+    # family, the interpolation task without a factor bank
+    Case("npz-signal-rank", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/rank.npz"),
+         ("rank.npz: array 'x_train' has shape (24, 2, 8, 8)", "N×L", "N×C×L"),
+         prepare=signal_npz("rank.npz", x_train=_signals(24, 8, 2)[..., None].repeat(8, -1))),
+    Case("npz-signal-nan", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/nan.npz"),
+         ("nan.npz: array 'x_test' holds NaN or infinite values in 1 of its 12 signals",),
+         prepare=signal_npz("nan.npz", x_test=_signals_with_inf())),
+    Case("npz-signal-length", ("run", "--encoder", "baseline", "--budget", "64", "--task", "knn", "--dataset",
+                               "npz:{tmp}/odd.npz"),
+         ("'baseline' cannot be built for 'npz:", "signals of 100 samples", "16 times a power of two"),
+         prepare=signal_npz("odd.npz", x_train=_signals(24, 100), x_test=_signals(12, 100))),
+    Case("npz-signal-kind", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/kind.npz"),
+         ("kind.npz: array 'kind' holds 'audio'", "'image' or 'signal'"),
+         prepare=signal_npz("kind.npz", kind=np.array("audio"))),
+    Case("npz-signal-undeclared", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/undecl.npz"),
+         ("undecl.npz: array 'x_train' has dtype float32", "kind='signal'"),
+         prepare=signal_npz("undecl.npz", kind=None)),
+    Case("interpolation-no-bank", ("run", "--encoder", "pixels", "--task", "interpolation", "--dataset",
+                                   "npz:{tmp}/sig.npz"),
+         ("needs --dataset lines or --dataset shepard",), prepare=signal_npz("sig.npz")),
     Case("npz-channels-differ", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/rgb.npz"),
          ("rgb.npz: x_train and x_test differ in image shape or channels",),
          prepare=npz("rgb.npz", x_test=_images(12, (8, 8, 3)))),

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import encoders
-from repeval.data.base import Example
 from encoders.base import Arch
+from repeval.data.base import Example
 from repeval.errors import UserError
 
 MNIST = SimpleNamespace(name="mnist", channels=1, latent_dims=(256, 32, 1024), default_latent_dim=256,
