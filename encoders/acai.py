@@ -88,7 +88,8 @@ def make_critic(arch: Arch, hp: dict) -> Encoder:
 
 def critic_score(critic: nn.Module, images: Tensor) -> Tensor:
     """d(images): the critic's output map averaged to one float32 scalar per example."""
-    return critic(images).float().flatten(1).mean(dim=1)
+    out = critic(images).float()
+    return out.mean(dim=tuple(range(1, out.dim())))  # (1, 2, 3) on images: their rounding as before signals
 
 
 def critic_losses(critic: nn.Module, hp: dict, x: Tensor, x_hat: Tensor, x_mix: Tensor,

@@ -317,9 +317,12 @@ def tasks_cmd(as_json: bool):
     for r in rows:
         where = "" if r["datasets"] == "all" else f" (datasets: {', '.join(r['datasets'])})"
         click.echo(f"{r['name']} [{r['source']}]: {r['summary']}{where}")
+        width = max(16, *(len(m["name"]) for m in r["metrics"]))
         for m in r["metrics"]:
             tol = ", ".join(f"{k} {v:g}" for k, v in m["tolerance"].items() if v) or "exact"
-            click.echo(f"    {m['name']:<16} {m['direction']:<6} is better; check tolerance {tol}")
+            better = "no better direction (any change is checked)" if m["direction"] == "none" else \
+                f"{m['direction']:<6} is better"
+            click.echo(f"    {m['name']:<{width}} {better}; check tolerance {tol}")
 
 
 def _setting_ranges(settings_cls) -> dict[str, str]:

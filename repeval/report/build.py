@@ -402,10 +402,17 @@ def _undefined_counts(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], tuple
     counts: dict[tuple[Any, ...], tuple[int, int]] = {}
     for r in rows:
         d = r.get("details") or {}
-        if r["task"] == "interpolation" and r["metric"] == "smoothness" and "n_undefined" in d:
-            key = group_key(r)
-            undefined, total = counts.get(key, (0, 0))
-            counts[key] = (undefined + int(d["n_undefined"]), total + int(d["n_interpolations"]))
+        if r["task"] != "interpolation" or "n_interpolations" not in d:
+            continue
+        if r["metric"] == "n_undefined":  # stored as a metric of its own
+            n = r["value"]
+        elif r["metric"] == "smoothness" and "n_undefined" in d:  # stored with smoothness (older runs)
+            n = d["n_undefined"]
+        else:
+            continue
+        key = group_key({**r, "metric": "smoothness"})
+        undefined, total = counts.get(key, (0, 0))
+        counts[key] = (undefined + int(n), total + int(d["n_interpolations"]))
     return counts
 
 

@@ -289,3 +289,35 @@ def test_three_hundred_runs_render_into_a_small_file(tmp_path):
     assert len([t for t in tables(html) if " · latent dim " in t["heading"] and t["rows"][0][0] == "Encoder"]) == 6
     assert table_under(html, "svhn · latent dim 256")[7][:5] == ["acai", "map", B, "7", "75.00 ± 0.00★[75.00, 75.00]"]
     assert (work / "report.html").stat().st_size < 5_000_000
+
+
+def test_signals_render_as_waveforms_with_the_interpolation_details(tmp_path):
+    """A shepard run: its previews are float16 signals, drawn as waveform strips; the score table
+    shows the interpolation details beside Mean Distance and Smoothness."""
+    import numpy as np
+
+    from repeval.data import shepard
+    from repeval.previews import load_previews, preview_path
+
+    work = tmp_path / "work"
+    scores = {("interpolation", "mean_distance"): 0.01, ("interpolation", "smoothness"): 0.2,
+              ("interpolation", "smoothness_strict"): 0.45, ("interpolation", "detour"): -0.3,
+              ("interpolation", "endpoint_error"): 0.05, ("interpolation", "n_undefined"): 12}
+    details = {key: {"n_interpolations": 256, "bank_size": 10_000} for key in scores}
+    with Store.in_workdir(work) as store:
+        rid = add_run(store, work, "vae", "shepard", 64, 0, 16384, scores, details=details, latent="mean")
+    tones = shepard.tones(np.linspace(0, 1, 8, endpoint=False))[:, None].astype(np.float16)
+    steps = shepard.tones(np.linspace(0, 0.5, 40)).reshape(4, 10, 1, -1).astype(np.float16)
+    path = preview_path(work / "checkpoints" / rid, "mean")
+    np.savez_compressed(path, originals=tones, reconstructions=tones, interpolations=steps)
+    assert load_previews(path.parent, "mean")["interpolations"].shape == (4, 10, 1, 1024)
+    html = render(work)
+    header, row = table_under(html, "shepard · latent dim 64")[:2]
+    assert header[4:] == ["Interpolation mean distance ×10⁻³ ↓", "Interpolation smoothness ↓", "Interpolation strict ↓",
+                          "Interpolation detour", "Interpolation end error rad ↓", "Interpolation undefined ↓"]
+    assert row[4:] == ["10.00", "0.200", "0.450", "−0.300", "0.050", "12"]
+    strips = re.findall(r'<img [^>]*alt="(reconstructions|interpolations) of vae[^"]*"[^>]*width="(\d+)" '
+                        r'height="(\d+)"', html)
+    # 8 waveforms of 128 columns side by side (1 px gaps), 32 px per channel: originals over reconstructions
+    assert ("reconstructions", str(8 * 129 - 1), str(2 * 33 - 1)) in strips
+    assert ("interpolations", str(10 * 129 - 1), str(4 * 33 - 1)) in strips

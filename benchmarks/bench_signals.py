@@ -1,0 +1,168 @@
+"""1-D signals: training cost per example on ``shepard`` against ``lines``, and the
+interpolation task's nearest-bank search against a plain numpy float64 search.
+
+Parts (``--parts``, default all):
+
+- ``train`` — every family (``--families``) at latent 64 and 256 (``--latents``), trained by
+  ``repeval.train.Trainer`` for ``--steps`` batches of 64 on ``lines`` (1×32×32 images, the
+  2-D stack, channels-last) and on ``shepard`` (1×1024 signals, the 1-D stack), interleaved
+  (``common.interleaved`` order), ``--reps`` rounds. Figure: steady-state images/s (from the
+  start times of steps 1 … S−1) and the ratio shepard / lines per family and latent size.
+- ``search`` — the nearest-bank search of the interpolation metric for 4,096 decoded signals
+  (256 pairs × 16 steps) against the 10,000-tone bank: repeval's
+  ``repeval.probes.interpolation.nearest_in_bank`` (torch float64 matmul on normalised
+  vectors, chunks of 1,024) against numpy float64 (normalise, one matmul, argmax).
+- ``task`` — ``repeval.probes.interpolation.run`` end to end (encode 512 tones, decode 4,096
+  interpolants, search, metrics) with a freshly built baseline at latent 64, against the search
+  alone: the task's overhead beyond the search is the encoding and decoding.
+
+One thread (``--threads``, default 1) for everything. Prints a JSON document; ``--out`` saves it.
+
+    python benchmarks/bench_signals.py --out benchmarks/results/cpu-DATE/bench_signals.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from bench_train import stamped, steady_rate  # noqa: E402
+
+FAMILIES = ("baseline", "dropout", "denoising", "vae", "aae", "vqvae", "acai")
+
+
+def train_rate(family: str, dataset, latent_dim: int, steps: int) -> float:
+    import encoders
+    from repeval.specs import PAPER_BUDGET, make_spec
+    from repeval.train import Trainer
+
+    # the paper's budget keeps the online evaluation (every 65,536 images) out of short runs
+    spec = make_spec(family, dataset.name, latent_dim=latent_dim, budget=PAPER_BUDGET, seed=0)
+    cls = encoders.get(family)
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory() as work, \
+            mock.patch.object(cls, "training_step", stamped(cls.training_step, stamps)):
+        Trainer(spec, dataset, "cpu", Path(work), progress=False, log=lambda *a, **k: None,
+                checkpoint_every_s=1e9).run(max_steps=steps)
+    return steady_rate(stamps, spec.batch_size)
+
+
+def part_train(families: list[str], latents: list[int], steps: int, reps: int) -> dict[str, Any]:
+    from repeval import data
+
+    sets = {name: data.load(name) for name in ("lines", "shepard")}
+    out: dict[str, Any] = {}
+    for family in families:
+        for dim in latents:
+            rates: dict[str, list[float]] = {name: [] for name in sets}
+            load_before = common.load_average()
+            for rep in range(reps):
+                for name in (list(sets) if rep % 2 == 0 else list(sets)[::-1]):
+                    rates[name].append(train_rate(family, sets[name], dim, steps))
+            med = {k: statistics.median(v) for k, v in rates.items()}
+            out[f"{family}@{dim}"] = {
+                "images_per_s": {k: round(v, 1) for k, v in med.items()},
+                "images_per_s_all": {k: [round(r, 1) for r in v] for k, v in rates.items()},
+                "ratio_shepard_over_lines": round(med["shepard"] / med["lines"], 3),
+                "load_before": load_before, "load_after": common.load_average()}
+            print(f"{family}@{dim}: {out[f'{family}@{dim}']['images_per_s']} "
+                  f"shepard/lines {out[f'{family}@{dim}']['ratio_shepard_over_lines']}", file=sys.stderr)
+    return out
+
+
+def numpy_search(queries, bank, factors):
+    import numpy as np
+
+    b = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    sim = q @ b.T
+    best = sim.argmax(axis=1)
+    return 1.0 - sim[np.arange(len(q)), best], factors[best]
+
+
+def part_search(reps: int) -> dict[str, Any]:
+    import numpy as np
+
+    from repeval.data import shepard
+    from repeval.probes.interpolation import nearest_in_bank
+
+    bank, factors = shepard.reference_bank()
+    rng = np.random.default_rng(0)
+    chroma = rng.uniform(size=4096)
+    queries = shepard.tones(chroma) + 0.05 * rng.standard_normal((4096, shepard.LENGTH))  # decoded-like tones
+    ours = nearest_in_bank(queries, bank, factors)
+    theirs = numpy_search(queries, bank, factors)
+    agree = bool((ours[1] == theirs[1]).all()) and float(np.abs(ours[0] - theirs[0]).max()) < 1e-12
+    timing = common.interleaved({"repeval": lambda: nearest_in_bank(queries, bank, factors),
+                                 "numpy_float64": lambda: numpy_search(queries, bank, factors)}, reps)
+    med = {k: statistics.median(v) for k, v in timing.times.items()}
+    return {"queries": 4096, "bank": len(factors), "same_nearest_and_distances": agree,
+            "seconds": {k: round(v, 3) for k, v in med.items()},
+            "seconds_all": {k: [round(t, 3) for t in v] for k, v in timing.times.items()},
+            "ratio_repeval_over_numpy": round(med["repeval"] / med["numpy_float64"], 3),
+            "load_before": timing.load_before, "load_after": timing.load_after}
+
+
+def part_task(reps: int) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from encoders import build_model
+    from repeval import data
+    from repeval.probes.interpolation import InterpolationSettings, nearest_in_bank, run
+    from repeval.specs import make_spec
+
+    dataset = data.load("shepard")
+    torch.manual_seed(0)
+    model = build_model(make_spec("baseline", "shepard", latent_dim=64, budget=4096), dataset.example).eval()
+    bank, factors = dataset.bank.load()
+    queries = np.random.default_rng(1).standard_normal((4096, 1024))
+    timing = common.interleaved({
+        "task": lambda: run(model, dataset, InterpolationSettings(), "cpu"),
+        "search_only": lambda: nearest_in_bank(queries, bank, factors)}, reps)
+    med = {k: statistics.median(v) for k, v in timing.times.items()}
+    return {"seconds": {k: round(v, 3) for k, v in med.items()},
+            "task_minus_search_s": round(med["task"] - med["search_only"], 3),
+            "load_before": timing.load_before, "load_after": timing.load_after}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", default="train,search,task")
+    p.add_argument("--families", default=",".join(FAMILIES))
+    p.add_argument("--latents", default="64,256")
+    p.add_argument("--steps", type=int, default=24, help="training steps per run")
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    limiter = common.set_threads(args.threads)
+    parts = args.parts.split(",")
+    result: dict[str, Any] = {"machine": common.machine(), "threads": args.threads, "date": time.strftime("%Y-%m-%d")}
+    with limiter:
+        if "search" in parts:
+            result["search"] = part_search(args.reps)
+        if "task" in parts:
+            result["task"] = part_task(args.reps)
+        if "train" in parts:
+            result["train"] = part_train(args.families.split(","), [int(d) for d in args.latents.split(",")],
+                                         args.steps, args.reps)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
