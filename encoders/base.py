@@ -149,13 +149,12 @@ class Autoencoder(nn.Module):
         """The latent size for this family on ``dataset`` (a ``repeval.data.DatasetEntry``).
 
         Learned families use the paper's legal map sizes; reference encoders override this.
-        A family asked for a kind of example it does not build (:attr:`kinds`), or a signal
-        length its poolings cannot divide, is a :class:`~repeval.errors.UserError`.
+        A signal length its poolings cannot divide is a :class:`~repeval.errors.UserError`
+        (the kind of example itself is checked by :func:`encoders.registry.check_kind`).
         """
         from repeval.errors import UserError
 
         example = getattr(dataset, "example", None)
-        cls.check_kind(dataset.name, example)
         dim = requested or cls.default_latent_dims.get(dataset.name, dataset.default_latent_dim)
         if dim not in dataset.latent_dims:
             maps = ("the paper's 4x4xC or 2x2x16 latent maps" if example is None or example.kind == "image"
@@ -168,21 +167,6 @@ class Autoencoder(nn.Module):
             except ValueError as exc:
                 raise UserError(f"{cls.name!r} cannot be built for {dataset.name!r}: {exc}.") from None
         return dim
-
-    @classmethod
-    def check_kind(cls, dataset_name: str, example: Any) -> None:
-        """A :class:`~repeval.errors.UserError` when this family builds no model for the kind
-        of ``example`` (images when None), naming the families that do."""
-        from repeval.errors import UserError
-
-        kind = example.kind if example is not None else "image"
-        if kind in cls.kinds:
-            return
-        from encoders.registry import REGISTRY
-
-        able = [name for name, family in REGISTRY.items() if kind in getattr(family, "kinds", ())]
-        raise UserError(f"{cls.name!r} builds models for {' and '.join(sorted(cls.kinds))} only; {dataset_name!r} "
-                        f"holds {example.describe()}. Families that work on {kind}s: {', '.join(able)}.")
 
     def __init__(self, arch: Arch, **hparams: Any):
         super().__init__()

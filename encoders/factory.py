@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from encoders.registry import get
+from encoders.registry import check_kind, get
 
 
 def build_model(spec: Any, example: Any):
@@ -21,7 +21,7 @@ def build_model(spec: Any, example: Any):
     if isinstance(example, int):
         example = Example("image", example)
     family = get(spec.encoder)
-    family.check_kind(spec.dataset, example)
+    check_kind(family, spec.dataset, example)
     extra = {} if example.kind == "image" else {"example": example}  # families from before signals take no example
     return family.build(colors=example.channels, depth=spec.depth, latent_dim=spec.latent_dim,
                         hparams=spec.hparams, **extra)

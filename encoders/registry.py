@@ -19,7 +19,7 @@ Besides registered names, :data:`REGISTRY` resolves composed names ``FAMILY+REGU
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from repeval.errors import UserError
 from repeval.registry import Registry
@@ -136,3 +136,16 @@ def get(name: str) -> type[Autoencoder]:
     """The family called ``name`` (or composed as ``FAMILY+REGULARISER``); a UserError
     listing the known families otherwise."""
     return REGISTRY.get(name)
+
+
+def check_kind(family: type[Autoencoder], dataset_name: str, example: Any) -> None:
+    """A :class:`~repeval.errors.UserError` when ``family`` builds no model for the kind of
+    ``example`` (a :class:`repeval.data.base.Example`; images when None), naming the
+    registered families that do."""
+    kind = example.kind if example is not None else "image"
+    kinds = getattr(family, "kinds", frozenset({"image"}))
+    if kind in kinds:
+        return
+    able = [name for name, other in REGISTRY.items() if kind in getattr(other, "kinds", ())]
+    raise UserError(f"{family.name!r} builds models for {' and '.join(sorted(kinds))} only; {dataset_name!r} "
+                    f"holds {example.describe()}. Families that work on {kind}s: {', '.join(able)}.")

@@ -120,6 +120,9 @@ def make_spec(encoder: str, dataset: str, *, latent_dim: int | None = None, budg
     if latent_dim is not None and latent_dim < 1:
         raise UserError(f"--latent-dim {latent_dim} must be a positive number of latent values; leave it out for "
                         f"{encoder!r}'s default on {dataset!r}.")
+    from encoders.registry import check_kind
+
+    check_kind(family, dataset, entry.example)  # a family that builds no model for this kind of example
     latent_dim = family.resolve_latent_dim(entry, latent_dim)
     if not family.learned:
         if budget not in (None, 0):

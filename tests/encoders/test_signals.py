@@ -13,6 +13,7 @@ import torch
 
 import encoders
 from encoders.base import Arch, Autoencoder
+from encoders.registry import check_kind
 from repeval.data.base import Example, make_dataset
 from repeval.errors import UserError
 from repeval.specs import make_spec
@@ -40,11 +41,11 @@ def test_a_family_that_builds_only_images_is_refused_on_signals_naming_those_tha
     class ImagesOnly(Autoencoder):
         name = "images-only"
 
-    ImagesOnly.check_kind("mnist", Example("image", 1))  # fine
+    check_kind(ImagesOnly, "mnist", Example("image", 1))  # fine
     with pytest.raises(UserError, match="'images-only' builds models for image only; 'shepard' holds 1×1024 signals. "
                                         "Families that work on signals: baseline, dropout, denoising, vae, aae, "
                                         "vqvae, acai, pixels, pca"):
-        ImagesOnly.check_kind("shepard", SIGNAL)
+        check_kind(ImagesOnly, "shepard", SIGNAL)
 
 
 def tiny_signals(n: int = 128, length: int = 256) -> object:
