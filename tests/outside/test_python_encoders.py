@@ -173,7 +173,8 @@ def test_a_model_with_decode_runs_the_interpolation_task_one_without_skips_it(cl
     weights = tiny_weights()
     rows = cli.json("run", "--task", "interpolation", "--dataset", "lines", "--encoder", python(tiny, "build"),
                     "--weights", weights, "--json")
-    assert {r["metric"] for r in rows} == {"mean_distance", "smoothness"}
+    assert {r["metric"] for r in rows} == {"mean_distance", "smoothness", "smoothness_strict", "detour",
+                                           "endpoint_error", "n_undefined"}
     result = cli("run", "--task", "interpolation", "--task", "knn", "--dataset", "lines", "--encoder",
                  python(modes, "fine"), "--json")
     assert "task 'interpolation' decodes latents and the model has no decode(z); skipped" in result.output
