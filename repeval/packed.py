@@ -149,8 +149,8 @@ class _PackedState:
             "classifier": {n[len("classifier."):]: values[n] for n in self.clf_names},
             "classifier_optimizer": self._optimizer_state(self.clf_opt, i),
             "optimizers": {g: self._optimizer_state(o, i) for g, o in self.optimizers.items()},
-            "rng": _get_rng(), "step": step, "complete": step >= steps, "colors": example.channels,
-            "example": example.to_state(), "history": history,
+            "rng": _get_rng(), "step": step, "complete": step >= steps,
+            **example.to_state(), "history": history,
         }
         if pending is not None and len(pending):
             state["pending_losses"] = pending

@@ -162,7 +162,7 @@ class _State:
             "classifier_optimizer": self.clf_opt.state_dict(),
             "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
             "rng": _get_rng(), "step": step, "complete": step >= steps,
-            "colors": example.channels, "example": example.to_state(),
+            **example.to_state(),
             "history": self.history if history is None else history,
         }
         if pending is not None and len(pending):
@@ -241,8 +241,7 @@ class Trainer:
     # ----------------------------------------------------------------- reference encoders
     def _fit_reference(self, model) -> ckpt.Checkpoint:
         model.fit(to_float(self.dataset.train.x.to(self.device)))
-        state = {"model": model.state_dict(), "colors": self.dataset.channels,
-                 "example": self.dataset.example.to_state(), "step": 0,
+        state = {"model": model.state_dict(), **self.dataset.example.to_state(), "step": 0,
                  "complete": True, "history": {}}
         return ckpt.save(self.path, self.spec, _to_cpu(state), self._provenance())
 

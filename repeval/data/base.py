@@ -56,9 +56,10 @@ class Example:
         """E.g. "1×32×32 images" or "1×1024 signals"."""
         return "×".join(map(str, self.dims)) + f" {self.kind}s"
 
-    def to_state(self) -> list:
-        """As stored in a checkpoint's state (plain values)."""
-        return [self.kind, self.channels, self.size]
+    def to_state(self) -> dict[str, Any]:
+        """The entries a checkpoint's state records (plain values; ``colors`` for readers from
+        before signals), read back by :meth:`from_state`."""
+        return {"colors": self.channels, "example": [self.kind, self.channels, self.size]}
 
     @classmethod
     def from_state(cls, state: dict) -> "Example":
@@ -83,11 +84,10 @@ class FactorBank:
 
     ``load()`` returns the bank: true examples flattened to float64 ``(M, D)`` and their
     circular factor ``(M,)`` in radians; ``test_factors`` is the true factor of every test
-    example; ``label`` names the factor ("angle", "chroma") for messages and reports."""
+    example."""
 
     load: Callable[[], tuple[np.ndarray, np.ndarray]]
     test_factors: np.ndarray
-    label: str = "factor"
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def load_lines(options: DataOptions) -> Dataset:
             "rule": f"{TRAIN_SIZE} train lines (seed {TRAIN_SEED}), {TEST_SIZE} test lines (seed {TEST_SEED}); "
                     "float pixels in [-1, 1]; labels = 10 angle bins"}
     return make_dataset("lines", x_train, y_train, x_test, y_test, num_classes=10, info=info,
-                        bank=FactorBank(reference_bank, test_angles, "angle"))
+                        bank=FactorBank(reference_bank, test_angles))
 
 
 ENTRY = DatasetEntry(

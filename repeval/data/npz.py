@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from repeval.data.base import IMAGE_SIZE, Dataset, Example, make_dataset
+from repeval.data.base import IMAGE_SIZE, KINDS, Dataset, Example, make_dataset
 from repeval.data.registry import DatasetEntry
 from repeval.errors import UserError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
-KINDS = ("image", "signal")
 
 
 def _signal(x: np.ndarray, path: Path, key: str) -> tuple[np.ndarray, str]:

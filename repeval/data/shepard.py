@@ -114,7 +114,7 @@ def load_shepard(options: DataOptions) -> Dataset:
                     f"{LENGTH} float samples in [-1, 1], {OCTAVES} octaves from {BASE_CYCLES:g} cycles; "
                     f"labels = {CLASSES} chroma classes"}
     return make_dataset("shepard", x_train, y_train, x_test, y_test, num_classes=CLASSES, info=info,
-                        bank=FactorBank(reference_bank, 2 * np.pi * test_chroma, "chroma"))
+                        bank=FactorBank(reference_bank, 2 * np.pi * test_chroma))
 
 
 ENTRY = DatasetEntry(

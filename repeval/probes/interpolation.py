@@ -139,21 +139,25 @@ def circular_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.minimum(d, 2 * np.pi - d)
 
 
+def official_smoothness(scores: np.ndarray) -> float:
+    """The official mean of per-interpolation Smoothness ``scores``: the defined ones summed
+    over the number of all (an undefined one counts as 0); NaN when every one is undefined."""
+    undefined = np.isnan(scores)
+    return math.nan if undefined.all() else float(scores[~undefined].sum() / len(scores))
+
+
 def path_details(factors: np.ndarray, true_a: np.ndarray, true_b: np.ndarray) -> dict[str, float]:
-    """``smoothness_strict``, ``detour`` and ``endpoint_error`` of interpolations whose steps'
-    nearest-bank factors are ``(n_interp, n_steps)``, between inputs of true factors ``true_a``
-    and ``true_b`` (see the module docstring). A pair whose true factors coincide has no
-    shortest arc: its detour is left out of the mean (NaN when every pair is such)."""
+    """``detour`` and ``endpoint_error`` of interpolations whose steps' nearest-bank factors are
+    ``(n_interp, n_steps)``, between inputs of true factors ``true_a`` and ``true_b`` (see the
+    module docstring). A pair whose true factors coincide has no shortest arc: its detour is
+    left out of the mean (NaN when every pair is such)."""
     factors = np.atleast_2d(factors)
-    scores = smoothness_scores(factors)
-    strict = float(np.where(np.isnan(scores), 1.0, scores).mean())
     length = np.abs(np.diff(np.unwrap(factors, axis=-1), axis=-1)).sum(axis=-1)
     arc = circular_distance(true_a, true_b)
     with np.errstate(divide="ignore", invalid="ignore"):
         detours = np.where(arc > 0, length / arc - 1.0, np.nan)
     ends = np.concatenate([circular_distance(factors[:, 0], true_a), circular_distance(factors[:, -1], true_b)])
-    return {"smoothness_strict": strict,
-            "detour": float(np.nanmean(detours)) if np.isfinite(detours).any() else math.nan,
+    return {"detour": float(np.nanmean(detours)) if np.isfinite(detours).any() else math.nan,
             "endpoint_error": float(ends.mean())}
 
 
@@ -176,8 +180,8 @@ def interpolation_metrics(examples: np.ndarray, bank: FactorBank | tuple[np.ndar
     nearest = nearest.reshape(n_interp, n_steps)
     scores = smoothness_scores(nearest)
     undefined = np.isnan(scores)
-    smoothness = math.nan if undefined.all() else float(scores[~undefined].sum() / n_interp)
-    return {"mean_distance": float(distances.mean()), "smoothness": smoothness,
+    return {"mean_distance": float(distances.mean()), "smoothness": official_smoothness(scores),
+            "smoothness_strict": float(np.where(undefined, 1.0, scores).mean()),
             **path_details(nearest, np.asarray(true_a), np.asarray(true_b)), "n_undefined": int(undefined.sum())}
 
 
@@ -191,9 +195,7 @@ def line_metrics(images: np.ndarray, device: str = "cpu") -> tuple[float, float,
     n_interp, n_steps = images.shape[:2]
     distances, angles = nearest_lines(images.reshape(n_interp * n_steps, IMAGE_PIXELS), device)
     scores = smoothness_scores(angles.reshape(n_interp, n_steps))
-    undefined = np.isnan(scores)
-    smoothness = math.nan if undefined.all() else float(scores[~undefined].sum() / n_interp)
-    return float(distances.mean()), smoothness, int(undefined.sum())
+    return float(distances.mean()), official_smoothness(scores), int(np.isnan(scores).sum())
 
 
 def interpolate(model, x: torch.Tensor, n_pairs: int, steps: int, latent: str | None) -> torch.Tensor:

@@ -104,7 +104,7 @@ class Pixels(torch.nn.Module):
 
 def lines_dataset(name: str = "lines", test_angles=(START, END), features=("factor_bank",)):
     x = lines_at(test_angles).astype(np.float32)[:, None]
-    bank = FactorBank(reference_bank, np.array(test_angles), "angle") if features else None
+    bank = FactorBank(reference_bank, np.array(test_angles)) if features else None
     return make_dataset(name, x, np.zeros(len(x)), x, np.zeros(len(x)), num_classes=10, info={}, features=features,
                         bank=bank)
 
