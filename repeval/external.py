@@ -296,6 +296,7 @@ def make_spec(name: str, dataset: str, *, seed: int = 0, options: OutsideOptions
         from repeval import data
 
         entry = data.get(dataset)
+        images_only(entry, name)
         weights = Path(options.weights).expanduser() if options.weights is not None else None
         kwargs = ext.canonical_kwargs(hparams)
         built = ext.build(src, colors=entry.channels, seed=seed, kwargs=kwargs, weights=weights,
@@ -678,6 +679,7 @@ class ModuleSource:
             raise UserError(f"{self.where}: hyper-parameters {', '.join(sorted(hparams))} do not apply to a module "
                             "that is already built.")
         entry = data.get(dataset)
+        images_only(entry, self.where)
         contract = ext.input_contract(self.inner, self.where)
         wrapped = ext.wrap(self.inner, contract, entry.channels, self.where, latent_fn=self.latent_fn)
         dim = math.prod(wrapped.latent_shape)
@@ -692,3 +694,12 @@ class ModuleSource:
                        online_eval_every=0, hparams={}, source={k: v for k, v in identity.items() if v is not None})
         _RESOLVED[spec.run_id] = _Resolved(record, built=built, where=self.where)
         return spec
+
+
+def images_only(entry, where: str) -> None:
+    """A model from outside repeval is fed images (B, C, 32, 32) by its input contract
+    (:mod:`encoders.external`); on a dataset of another kind, a UserError saying what works."""
+    if entry.kind != "image":
+        raise UserError(f"{where} is a model from outside repeval, which repeval feeds images (B, C, 32, 32); "
+                        f"{entry.name!r} holds {entry.example.describe()}. On signals use a repeval family "
+                        "(`repeval encoders --dataset NAME` lists them) or your embeddings as latents:FILE.npz.")

@@ -336,6 +336,16 @@ def test_an_encoder_that_is_no_module_nor_name():
         lambda: repeval.evaluate("pca", "digits", tasks="knn", latent=3))
 
 
+def test_a_module_on_signals_is_refused_as_the_shell_refuses_a_python_encoder(modes, tmp_path):
+    path, module = modes
+    shell = shell_error(tmp_path / "shell", "run", "--encoder", f"python:{path}:build", "--dataset", "shepard",
+                        "--task", "knn")
+    work = tmp_path / "api"
+    api = api_error(lambda: repeval.evaluate(module.build("fine"), "shepard", tasks=("knn",), workdir=work), work)
+    said = "is a model from outside repeval, which repeval feeds images (B, C, 32, 32); 'shepard' holds 1×1024 signals"
+    assert said in api and said in shell
+
+
 # ------------------------------------------------------------------------------ weights that fail to parse
 class Tiny(torch.nn.Module):
     def __init__(self, dim: int = 8):

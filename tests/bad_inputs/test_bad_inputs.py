@@ -66,6 +66,9 @@ def npz(name: str, **changes):
     return prepare
 
 
+TINY_CONV = Path(__file__).resolve().parents[2] / "examples" / "own_model" / "tiny_conv.py"
+
+
 def _signals(n=24, length=64, channels=None):
     shape = (n, length) if channels is None else (n, channels, length)
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -402,6 +405,10 @@ CASES: list[Case] = [
     Case("npz-signal-undeclared", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/undecl.npz"),
          ("undecl.npz: array 'x_train' has dtype float32", "kind='signal'"),
          prepare=signal_npz("undecl.npz", kind=None)),
+    Case("python-encoder-on-signals", ("run", "--encoder", f"python:{TINY_CONV}:build", "--task", "knn", "--dataset",
+                                       "shepard"),
+         ("is a model from outside repeval, which repeval feeds images (B, C, 32, 32); 'shepard' holds 1×1024 "
+          "signals", "latents:FILE.npz")),
     Case("interpolation-no-bank", ("run", "--encoder", "pixels", "--task", "interpolation", "--dataset",
                                    "npz:{tmp}/sig.npz"),
          ("needs --dataset lines or --dataset shepard",), prepare=signal_npz("sig.npz")),
