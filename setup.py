@@ -35,6 +35,8 @@ setup(
         "pillow>=10",
         # weights of users' own encoders (python:MODULE:FACTORY --weights FILE.safetensors): loading runs no code
         "safetensors>=0.4",
+        # clock's edit distance to the nearest valid string (interpolation on text)
+        "rapidfuzz>=3.0",
         "tomli>=1.1; python_version < '3.11'",  # sweep grid files (tomllib from 3.11)
     ],
     extras_require={

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encoders.base import Arch, DecoderInput, Step, count
-from encoders.layers import ConvAutoencoder, dense, lrelu, mse
+from encoders.layers import ConvAutoencoder, dense, lrelu
 from repeval.ranges import POSITIVE
 
 DISC_LAYERS = (100, 100)  # the official flag disc_layer_sizes='100,100'
@@ -42,7 +42,7 @@ class AAE(ConvAutoencoder):
     def training_pass(self, x: Tensor) -> tuple[Step, DecoderInput]:
         z = self.encoder(x)
         x_hat = self.decoder(z)
-        rec = mse(x_hat, x)
+        rec = self.reconstruction_loss(x_hat, x)
         codes = z.flatten(1)
         prior = torch.randn(codes.shape, device=x.device, dtype=x.dtype)
         logit_codes = self.discriminator(codes).float()
@@ -53,7 +53,7 @@ class AAE(ConvAutoencoder):
         accuracy = ((logit_codes <= 0).float().mean() + (logit_prior > 0).float().mean()) / 2
         return Step(losses={"autoencoder": rec + loss_ae_codes, "discriminator": loss_codes + loss_prior},
                     features=codes.detach().float(),
-                    logs={"mse": rec.detach(), "loss_adv_latent": loss_codes.detach(),
+                    logs={self.reconstruction_name: rec.detach(), "loss_adv_latent": loss_codes.detach(),
                           "loss_adv_prior": loss_prior.detach(), "loss_ae_latent": loss_ae_codes.detach(),
                           "adversary_accuracy": accuracy.detach()}), self.decoder_input(z, x_hat)
 

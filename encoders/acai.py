@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from encoders.base import Arch, Autoencoder, DecoderInput, Step, count
-from encoders.layers import ConvAutoencoder, Encoder, mse
+from encoders.layers import ConvAutoencoder, Encoder
 from encoders.registry import register_regulariser
 from encoders.regularisers import Regulariser
 from repeval.ranges import NON_NEGATIVE, NON_NEGATIVE_INT, Float
@@ -35,6 +35,10 @@ class ACAI(ConvAutoencoder):
 
     - critic loss: mean((d(x̂_α) − α)²) + mean(d(γ·x + (1 − γ)·x̂)²), γ = ``reg``;
     - autoencoder loss: L_rec + λ·mean(d(x̂_α)²), λ = ``advweight``.
+
+    On token sequences L_rec is the per-position cross-entropy and the critic reads
+    probabilities, never logits: x̂ and x̂_α are the decoder's softmax, so the blend
+    γ·x + (1 − γ)·x̂ of the one-hot input and the reconstruction stays on the simplex.
 
     Groups ``autoencoder`` (encoder + decoder) and ``critic``; both step simultaneously
     from one forward pass. d(x̂_α) is computed once and shared by both losses: the critic's
@@ -67,10 +71,11 @@ class ACAI(ConvAutoencoder):
         alpha = self.mixing_coefficients(x)
         a = alpha.view(-1, *(1,) * (x.dim() - 1))
         x_hat, x_mix = _paired(self.decoder, z, lambda: a * z + (1 - a) * z.flip(0))
-        rec = mse(x_hat, x)
-        critic, logs = critic_losses(self.critic, self.hp, x, x_hat, x_mix, alpha)
+        rec = self.reconstruction_loss(x_hat, x)
+        critic, logs = critic_losses(self.critic, self.hp, x, self.output(x_hat), self.output(x_mix), alpha)
         return Step(losses={"autoencoder": rec + float(self.hp["advweight"]) * logs["loss_ae_disc"], "critic": critic},
-                    features=z.detach().flatten(1).float(), logs={"mse": rec.detach(), **_detached(logs)})
+                    features=z.detach().flatten(1).float(),
+                    logs={self.reconstruction_name: rec.detach(), **_detached(logs)})
 
     def optimizer_groups(self, lr: float) -> dict[str, tuple[list[nn.Parameter], float]]:
         return {"autoencoder": (self.autoencoder_parameters(), lr), "critic": (list(self.critic.parameters()), lr)}

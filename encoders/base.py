@@ -6,7 +6,8 @@ A family is an :class:`Autoencoder` subclass registered under a short ``name``:
   *is* the latent is a named choice (``latents``: first = default) recorded with every
   score, e.g. the VAE's ``mean`` or ``sample``.
 - ``decode(z, latent)`` → examples in the input's shape and scale: images ``(B, C, 32, 32)``
-  in [-1, 1], or signals ``(B, C, L)``.
+  in [-1, 1], signals ``(B, C, L)``, or token sequences as probabilities ``(B, V, L)`` (the
+  softmax over the ``V`` symbols at each position; the input is their one-hot).
 - ``training_step(x)`` → a :class:`Step`: one scalar loss per optimiser group, the detached
   input of the online single-layer classifier, and scalars to log. The trainer owns
   everything else (batches, devices, precision, optimisers, checkpoints): each group's
@@ -50,9 +51,11 @@ class Arch:
     ``colors`` input channels; ``depth`` channels of the first conv; ``latent_width`` spatial
     size of the latent map (its side for images, its positions for signals);
     ``latent_channels`` its channels; ``spatial`` 2 for images (``size×size``), 1 for signals
-    (``size`` samples). The conv stacks keep the paper's cost per scale: on images the width
-    doubles at every 2×2 pooling (a quarter of the positions); on signals a pooling halves the
-    positions, so the width doubles at every second pooling (:func:`encoders.layers.stack_width`).
+    (``size`` samples) and token sequences (``tokens``: ``size`` positions over ``colors``
+    symbols, read one-hot; the decoder's output are logits, trained by cross-entropy). The
+    conv stacks keep the paper's cost per scale: on images the width doubles at every 2×2
+    pooling (a quarter of the positions); on 1-D data a pooling halves the positions, so the
+    width doubles at every second pooling (:func:`encoders.layers.stack_width`).
     """
 
     colors: int
@@ -61,6 +64,7 @@ class Arch:
     latent_channels: int
     spatial: int = 2
     size: int = IMAGE_SIZE
+    tokens: bool = False
 
     @property
     def scales(self) -> int:
@@ -81,7 +85,7 @@ class Arch:
     @classmethod
     def for_latent_dim(cls, colors: int, depth: int, latent_dim: int, example: Any = None) -> "Arch":
         """The paper's map for ``latent_dim`` on images, or ``SIGNAL_POSITIONS`` positions of
-        ``latent_dim / SIGNAL_POSITIONS`` channels on a signal ``example``
+        ``latent_dim / SIGNAL_POSITIONS`` channels on a signal or token-sequence ``example``
         (:class:`repeval.data.base.Example`); a ValueError names a size or length that does not fit."""
         if example is None or example.kind == "image":
             width, channels = LATENT_SHAPES[latent_dim]
@@ -89,13 +93,16 @@ class Arch:
         length = int(example.size)
         if length < SIGNAL_POSITIONS or length % SIGNAL_POSITIONS or (length // SIGNAL_POSITIONS) & (
                 length // SIGNAL_POSITIONS - 1):
-            raise ValueError(f"signals of {length} samples: the families pool them to {SIGNAL_POSITIONS} latent "
+            what = (f"token sequences of {length} positions" if example.kind == "tokens"
+                    else f"signals of {length} samples")
+            raise ValueError(f"{what}: the families pool them to {SIGNAL_POSITIONS} latent "
                              f"positions by halving, so the length must be {SIGNAL_POSITIONS} times a power of two "
                              "(16, 32, 64, ..., 1024, 2048, ...)")
         if latent_dim % SIGNAL_POSITIONS:
             raise ValueError(f"latent size {latent_dim} is not a multiple of the {SIGNAL_POSITIONS} latent positions "
                              "of a signal")
-        return cls(colors, depth, SIGNAL_POSITIONS, latent_dim // SIGNAL_POSITIONS, spatial=1, size=length)
+        return cls(colors, depth, SIGNAL_POSITIONS, latent_dim // SIGNAL_POSITIONS, spatial=1, size=length,
+                   tokens=example.kind == "tokens")
 
 
 @dataclass

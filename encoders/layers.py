@@ -12,6 +12,13 @@ of 3 (the encoder's first conv 1), ``AvgPool1d(2)`` and 2× nearest up-sampling;
 Their width doubles at every second pooling (:func:`stack_width`), which keeps the
 paper's cost per scale (a 1-D pooling halves the positions, a 2-D one quarters them).
 
+On token sequences (``Arch.tokens``: ``V`` symbols at ``L`` positions) the 1-D stacks read the
+one-hot input as ``V`` channels and their last conv emits ``V`` logits per position: the
+reconstruction loss is the per-position cross-entropy (:func:`cross_entropy`) instead of the
+MSE, and what the model decodes — :meth:`ConvAutoencoder.decode`, the reconstruction and
+decoded interpolants a latent regulariser's critic reads — is the softmax over the symbols
+(:meth:`ConvAutoencoder.output`), a point of the simplex like the one-hot input.
+
 :class:`ConvAutoencoder` is the skeleton every learned family builds on: the encoder and
 decoder stacks of its :class:`~encoders.base.Arch`, the flattened encoder map as latent,
 and the §2.5 parameter counts. Numerically sensitive reductions (losses, KL, vector
@@ -117,6 +124,12 @@ def mse(x_hat: Tensor, x: Tensor) -> Tensor:
     return F.mse_loss(x_hat.float(), x.float())
 
 
+def cross_entropy(logits: Tensor, x: Tensor) -> Tensor:
+    """Cross-entropy of per-position ``logits`` ``(B, V, L)`` against one-hot ``x`` ``(B, V, L)``,
+    averaged over positions and the batch, in float32."""
+    return F.cross_entropy(logits.float(), x.argmax(dim=1))
+
+
 class ConvAutoencoder(Autoencoder):
     """The encoder/decoder stacks of ``arch`` with the flattened encoder map as latent.
 
@@ -125,7 +138,7 @@ class ConvAutoencoder(Autoencoder):
     numbers of ``docs/protocol.md`` §2.5) plus whatever :meth:`extra_counts` adds.
     """
 
-    kinds = frozenset({"image", "signal"})  # the skeleton is 2-D or 1-D as the Arch says
+    kinds = frozenset({"image", "signal", "tokens"})  # the skeleton is 2-D or 1-D as the Arch says
 
     def __init__(self, arch: Arch, **hparams):
         super().__init__(arch, **hparams)
@@ -142,7 +155,22 @@ class ConvAutoencoder(Autoencoder):
 
     def decode(self, z: Tensor, latent: str | None = None) -> Tensor:
         self.check_latent(latent)
-        return self.decoder(self.to_map(z)).float()
+        return self.output(self.decoder(self.to_map(z)).float())
+
+    def output(self, raw: Tensor) -> Tensor:
+        """The decoder's raw output as an example: itself on images and signals, the softmax over
+        the symbols (float32) on token sequences."""
+        return torch.softmax(raw.float(), dim=1) if self.arch.tokens else raw
+
+    def reconstruction_loss(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        """The MSE of ``x_hat`` on images and signals; on token sequences the cross-entropy of
+        the decoder's logits ``x_hat`` against the one-hot ``x``."""
+        return cross_entropy(x_hat, x) if self.arch.tokens else mse(x_hat, x)
+
+    @property
+    def reconstruction_name(self) -> str:
+        """The name the reconstruction loss is logged under."""
+        return "cross_entropy" if self.arch.tokens else "mse"
 
     def autoencoder_parameters(self) -> list[nn.Parameter]:
         """The encoder and decoder weights (the "autoencoder" optimiser group)."""
@@ -156,13 +184,15 @@ class ConvAutoencoder(Autoencoder):
         return {}
 
     def reconstruction_step(self, x: Tensor, x_hat: Tensor, z: Tensor, **logs: Tensor) -> Step:
-        """The Step of a family whose only loss is the reconstruction MSE of ``x_hat``."""
-        loss = mse(x_hat, x)
+        """The Step of a family whose only loss is the reconstruction loss of the decoder's raw
+        output ``x_hat``."""
+        loss = self.reconstruction_loss(x_hat, x)
         return Step(losses={"autoencoder": loss}, features=z.detach().flatten(1).float(),
-                    logs={"mse": loss.detach(), **logs})
+                    logs={self.reconstruction_name: loss.detach(), **logs})
 
     def decoder_input(self, z: Tensor, x_hat: Tensor) -> DecoderInput:
-        """``z`` as the decoder read it: the conv map itself, or a flattened latent reshaped to it."""
-        return DecoderInput(z=z, x_hat=x_hat,
-                            decode=lambda code: self.decoder(code if code.dim() == 2 + self.arch.spatial
-                                                             else self.to_map(code)))
+        """``z`` as the decoder read it (the conv map itself, or a flattened latent reshaped to
+        it), with the decoder's raw output ``x_hat`` and the decode as examples (:meth:`output`)."""
+        return DecoderInput(z=z, x_hat=self.output(x_hat),
+                            decode=lambda code: self.output(self.decoder(code if code.dim() == 2 + self.arch.spatial
+                                                                         else self.to_map(code))))

@@ -7,7 +7,9 @@ Their latent size is not one of the paper's conv-map sizes, so both override
 shape (pixels ignores the rest; PCA keeps ``arch.latent_dim`` components, e.g.
 ``Arch(colors, depth, 1, k)`` for a size that is not a paper map). Both keep their names on
 every kind of data: on signals ``pixels`` is the raw samples (its interpolation is the
-sample-space cross-fade) and ``pca`` their principal components.
+sample-space cross-fade) and ``pca`` their principal components; on token sequences
+``pixels`` is the one-hot example (its interpolation the one-hot cross-fade) and ``pca`` the
+one-hot's principal components.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ class Reference(Autoencoder):
     """What the reference encoders share: fitted, not trained, and sized by their latent alone."""
 
     learned = False
-    kinds = frozenset({"image", "signal"})
+    kinds = frozenset({"image", "signal", "tokens"})
 
     @classmethod
     def build(cls, colors: int, depth: int, latent_dim: int, hparams: dict, example=None) -> "Reference":
         """A reference encoder needs no conv map: ``Arch(colors, depth, 1, latent_dim, ...)`` carries
         the example's shape and the latent size (any size, not only the paper's maps)."""
-        shape = {} if example is None else {"spatial": example.spatial, "size": example.size}
+        shape = {} if example is None else {"spatial": example.spatial, "size": example.size,
+                                            "tokens": example.kind == "tokens"}
         return cls(Arch(colors, depth, 1, latent_dim, **shape), **hparams)
 
 

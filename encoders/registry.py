@@ -147,5 +147,7 @@ def check_kind(family: type[Autoencoder], dataset_name: str, example: Any) -> No
     if kind in kinds:
         return
     able = [name for name, other in REGISTRY.items() if kind in getattr(other, "kinds", ())]
-    raise UserError(f"{family.name!r} builds models for {' and '.join(sorted(kinds))} only; {dataset_name!r} "
-                    f"holds {example.describe()}. Families that work on {kind}s: {', '.join(able)}.")
+    plural = {"image": "images", "signal": "signals", "tokens": "token sequences"}
+    raise UserError(f"{family.name!r} builds models for {' and '.join(plural.get(k, k) for k in sorted(kinds))} only; "
+                    f"{dataset_name!r} holds {example.describe()}. Families that work on {plural.get(kind, kind)}: "
+                    f"{', '.join(able)}.")

@@ -18,7 +18,10 @@ class VAE(ConvAutoencoder):
     z = μ + σ·ε; the decoder's output are Bernoulli logits. Loss = −ELBO:
     sigmoid cross-entropy of the logits against (x + 1)/2, summed over pixels, plus
     ``beta``·KL(q(z|x) ‖ N(0, I)) summed over dimensions, both averaged over the batch.
-    Images are 2·sigmoid(logits) − 1.
+    Images are 2·sigmoid(logits) − 1. On token sequences the likelihood is categorical: the
+    decoder's logits at each position go through a softmax, the reconstruction term is the
+    cross-entropy against the one-hot input summed over positions, and decoded examples are
+    the softmax probabilities.
 
     Latents: ``mean`` (μ, deterministic) and ``sample`` (a fresh reparameterised sample
     on every call: the official ``ops.encode`` that the paper's clustering and interpolation
@@ -60,7 +63,12 @@ class VAE(ConvAutoencoder):
 
     def decode(self, z: Tensor, latent: str | None = None) -> Tensor:
         self.check_latent(latent)
-        return (2.0 * torch.sigmoid(self.decoder(self.to_map(z)).float()) - 1.0)
+        return self.mean(self.decoder(self.to_map(z)).float())
+
+    def mean(self, logits: Tensor) -> Tensor:
+        """The likelihood's mean as an example: 2·sigmoid − 1 (Bernoulli), or the softmax over
+        the symbols on token sequences (categorical)."""
+        return self.output(logits) if self.arch.tokens else 2.0 * torch.sigmoid(logits) - 1.0
 
     def features(self, x: Tensor) -> Tensor:
         return self.encoder(x).flatten(1).float()
@@ -71,13 +79,17 @@ class VAE(ConvAutoencoder):
         logits = self.decoder(self.to_map(z)).float()
         batch = x.shape[0]
         with full_precision(x.device):
-            nll = F.binary_cross_entropy_with_logits(logits, 0.5 * (x.float() + 1.0), reduction="sum") / batch
+            if self.arch.tokens:
+                nll = F.cross_entropy(logits, x.argmax(dim=1), reduction="sum") / batch
+            else:
+                nll = F.binary_cross_entropy_with_logits(logits, 0.5 * (x.float() + 1.0), reduction="sum") / batch
             kl = 0.5 * (-log_var - 1.0 + log_var.exp() + mu.square()).sum() / batch
             loss = nll + float(self.hp["beta"]) * kl
-            x_hat = 2.0 * torch.sigmoid(logits.detach()) - 1.0
-            rec_mse = F.mse_loss(x_hat, x.float())
+            x_hat = self.mean(logits.detach())
+            rec = (F.cross_entropy(logits.detach(), x.argmax(dim=1)) if self.arch.tokens
+                   else F.mse_loss(x_hat, x.float()))
         step = Step(losses={"autoencoder": loss}, features=h.detach().float(),
-                    logs={"mse": rec_mse, "loss_kl": kl.detach(), "loss_ll": -nll.detach(),
+                    logs={self.reconstruction_name: rec, "loss_kl": kl.detach(), "loss_ll": -nll.detach(),
                           "elbo": -loss.detach()})
         return step, DecoderInput(z=z, x_hat=x_hat, decode=lambda code: self.decode(code))
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from encoders.base import Arch, DecoderInput, Step, count
-from encoders.layers import ConvAutoencoder, dense, full_precision, mse
+from encoders.layers import ConvAutoencoder, dense, full_precision
 from repeval.ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Float, Int
 
 
@@ -117,7 +117,7 @@ class VQVAE(ConvAutoencoder):
     def decode(self, z: Tensor, latent: str | None = None) -> Tensor:
         latent = self.check_latent(latent)
         quantized = self.quantize(z) if latent == "continuous" else z
-        return self.decoder(self.to_map(self.head(quantized))).float()
+        return self.output(self.decoder(self.to_map(self.head(quantized))).float())
 
     def features(self, x: Tensor) -> Tensor:
         return self.head(self.quantize(self.encoder(x).flatten(1))).float()
@@ -132,10 +132,10 @@ class VQVAE(ConvAutoencoder):
         counts = self.update_codebook(z_e, idx)
         dense_out = self.head(straight_through)
         x_hat = self.decoder(self.to_map(dense_out))
-        rec = mse(x_hat, x)
+        rec = self.reconstruction_loss(x_hat, x)
         vq_loss = float(self.hp["beta"]) * commitment
         return Step(losses={"autoencoder": rec + vq_loss}, features=dense_out.detach().float(),
-                    logs={"mse": rec.detach(), "vqvae_loss": vq_loss.detach(),
+                    logs={self.reconstruction_name: rec.detach(), "vqvae_loss": vq_loss.detach(),
                           "codes_used": (counts > 0).sum().float()}), self.decoder_input(dense_out, x_hat)
 
     def extra_counts(self) -> dict[str, int]:

@@ -701,5 +701,5 @@ def images_only(entry, where: str) -> None:
     (:mod:`encoders.external`); on a dataset of another kind, a UserError saying what works."""
     if entry.kind != "image":
         raise UserError(f"{where} is a model from outside repeval, which repeval feeds images (B, C, 32, 32); "
-                        f"{entry.name!r} holds {entry.example.describe()}. On signals use a repeval family "
+                        f"{entry.name!r} holds {entry.example.describe()}. On such data use a repeval family "
                         "(`repeval encoders --dataset NAME` lists them) or your embeddings as latents:FILE.npz.")

@@ -28,9 +28,10 @@ def test_version_and_help(cli):
 
 def test_datasets_json_lists_every_dataset_with_sizes(cli):
     rows = {r["name"]: r for r in json.loads(cli("datasets", "--json").stdout)}
-    assert set(rows) == {"mnist", "svhn", "svhn-extra", "cifar10", "lines", "shepard", "digits"}
+    assert set(rows) == {"mnist", "svhn", "svhn-extra", "cifar10", "lines", "shepard", "clock", "digits"}
     assert rows["shepard"]["example"] == "1×1024 signals" and rows["mnist"]["example"] == "1×32×32 images"
-    assert [name for name, r in rows.items() if r["interpolation"]] == ["lines", "shepard"]
+    assert rows["clock"]["example"] == "64 tokens over 22 symbols"
+    assert [name for name, r in rows.items() if r["interpolation"]] == ["lines", "shepard", "clock"]
     assert (rows["digits"]["available"], rows["digits"]["train"], rows["digits"]["test"]) == (True, 1257, 540)
     assert rows["mnist"]["train"] == 60000 and rows["cifar10"]["channels"] == 3
 

@@ -16,6 +16,16 @@ their type's range: ``uint8`` as pixels, ``x·2/255 − 1``; signed types divide
 maximum, e.g. 32,767 for ``int16`` audio). The learned families pool a signal down to 16
 latent positions by halving, so its length must be 16 times a power of two (a reference
 encoder, ``pixels`` or ``pca``, takes any length).
+
+Token sequences are declared the same way, with their vocabulary:
+``np.savez(PATH, kind="tokens", symbols=np.array(["_", "a", "b", ...]), x_train=..., ...)``.
+Their ``x`` arrays are integer token ids N×L, each in ``0 … len(symbols) − 1`` (the id is the
+index of its symbol; ``symbols`` are distinct, non-empty strings, used to show decoded text).
+Optionally ``pad`` names the id of a padding symbol and ``length`` the declared sequence length:
+shorter sequences are padded on the right with ``pad`` up to ``length``, longer ones are refused,
+and a sequence of padding only (an empty string) is refused. The families read the one-hot
+sequence (``V`` channels over ``L`` positions, pooled to 16 latent positions, so ``L`` must be 16
+times a power of two) and decode a softmax over the symbols at each position.
 """
 
 from __future__ import annotations
@@ -55,8 +65,80 @@ def _signal(x: np.ndarray, path: Path, key: str) -> tuple[np.ndarray, str]:
                     "(uint8 or signed). Convert it, e.g. x.astype(np.float32).")
 
 
+def _scalar(z, name: str, path: Path) -> int | None:
+    """The optional integer scalar array ``name`` of a token file."""
+    if name not in z.files:
+        return None
+    try:
+        value = z[name]
+    except ValueError:
+        value = None
+    if value is None or value.ndim != 0 or not np.issubdtype(value.dtype, np.integer):
+        raise UserError(f"{path}: array {name!r} must be one integer (np.savez(PATH, {name}=64, ...)).")
+    return int(value)
+
+
+def _vocabulary(z, path: Path) -> tuple[tuple[str, ...], int | None, int | None]:
+    """A token file's ``symbols``, ``pad`` id and declared ``length``."""
+    how = "np.savez(PATH, kind='tokens', symbols=np.array(['_', 'a', 'b', ...]), ...)"
+    if "symbols" not in z.files:
+        raise UserError(f"{path}: a token file (kind='tokens') names its vocabulary in an array 'symbols', one "
+                        f"string per token id: {how}.")
+    try:
+        symbols = z["symbols"]
+    except ValueError:
+        symbols = np.array([object()])
+    if symbols.ndim != 1 or symbols.dtype.kind != "U" or len(symbols) < 2:
+        raise UserError(f"{path}: array 'symbols' has shape {symbols.shape} and dtype {symbols.dtype}; it must be "
+                        f"a 1-D array of at least two strings, one per token id: {how}.")
+    names = tuple(str(s) for s in symbols)
+    repeated = sorted({s for s in names if names.count(s) > 1})
+    if repeated or "" in names:
+        raise UserError(f"{path}: array 'symbols' does not name each token id once: "
+                        + (f"{', '.join(map(repr, repeated))} appear(s) more than once" if repeated
+                           else "it holds an empty string") + ". Give one distinct, non-empty string per id.")
+    pad = _scalar(z, "pad", path)
+    if pad is not None and not 0 <= pad < len(names):
+        raise UserError(f"{path}: pad = {pad} is not a token id of the {len(names)} symbols (0..{len(names) - 1}).")
+    return names, pad, _scalar(z, "length", path)
+
+
+def _tokens(x: np.ndarray, path: Path, key: str, symbols: tuple[str, ...], pad: int | None,
+            length: int | None) -> tuple[np.ndarray, str]:
+    """Declared token ids N×L as one-hot ``bool`` N×V×L', padded to the declared length."""
+    if x.ndim != 2 or x.shape[0] == 0 or not np.issubdtype(x.dtype, np.integer):
+        raise UserError(f"{path}: array {key!r} has shape {x.shape} and dtype {x.dtype}; a token file "
+                        "(kind='tokens') holds integer token ids N×L with N > 0.")
+    vocab = len(symbols)
+    outside = (x < 0) | (x >= vocab)
+    if outside.any():
+        rows = np.flatnonzero(outside.any(axis=1))
+        raise UserError(f"{path}: array {key!r} holds token ids outside the vocabulary of {vocab} symbols "
+                        f"(0..{vocab - 1}): {int(x[outside][0])} first, in {len(rows):,} of {len(x):,} sequences "
+                        f"(first at row {int(rows[0]):,}). Add the missing symbols to 'symbols' or fix the ids.")
+    rule = f"token ids over {vocab} symbols, one-hot"
+    if length is not None:
+        if x.shape[1] > length:
+            raise UserError(f"{path}: array {key!r} holds sequences of {x.shape[1]} tokens, longer than the declared "
+                            f"length = {length}. Raise 'length' or shorten the sequences.")
+        if x.shape[1] < length:
+            if pad is None:
+                raise UserError(f"{path}: array {key!r} holds sequences of {x.shape[1]} tokens, shorter than the "
+                                f"declared length = {length}, and the file names no 'pad' id to fill them with.")
+            x = np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=pad)
+            rule += f", padded with {symbols[pad]!r} to {length}"
+    if pad is not None:
+        empty = np.flatnonzero((x == pad).all(axis=1))
+        if len(empty):
+            raise UserError(f"{path}: array {key!r} holds {len(empty):,} empty sequences (padding only), first at row "
+                            f"{int(empty[0]):,}. Leave them out: they have nothing to encode.")
+    one_hot = np.zeros((x.shape[0], vocab, x.shape[1]), dtype=bool)
+    np.put_along_axis(one_hot, x[:, None, :].astype(np.int64), True, axis=1)
+    return one_hot, rule
+
+
 def _kind(z, path: Path) -> str:
-    """The file's declared kind of example: ``"image"`` unless an array ``kind`` says ``"signal"``."""
+    """The file's declared kind of example: ``"image"`` unless an array ``kind`` says otherwise."""
     if "kind" not in z.files:
         return "image"
     try:
@@ -65,7 +147,7 @@ def _kind(z, path: Path) -> str:
         kind = "?"
     if kind not in KINDS:
         raise UserError(f"{path}: array 'kind' holds {kind!r}; it declares what the examples are: "
-                        f"{' or '.join(map(repr, KINDS))} (np.savez(PATH, kind='signal', ...)).")
+                        f"{', '.join(map(repr, KINDS))} (np.savez(PATH, kind='signal', ...)).")
     return kind
 
 
@@ -123,11 +205,17 @@ def load_npz(path: Path) -> Dataset:
                 raise UserError(f"{path}: array {k!r} cannot be read ({exc}); the file is truncated or damaged. "
                                 "Write it again with np.savez.") from None
         kind = _kind(z, path)
-    convert = _to_nchw32 if kind == "image" else _signal
+        symbols, pad, length = _vocabulary(z, path) if kind == "tokens" else (None, None, None)
+    if kind == "tokens":
+        def convert(x, path, key):
+            return _tokens(x, path, key, symbols, pad, length)
+    else:
+        convert = _to_nchw32 if kind == "image" else _signal
     x_train, rule = convert(arrays["x_train"], path, "x_train")
     x_test, _ = convert(arrays["x_test"], path, "x_test")
     if x_train.shape[1:] != x_test.shape[1:]:
-        what = "image shape or channels" if kind == "image" else "signal length or channels"
+        what = {"image": "image shape or channels", "signal": "signal length or channels",
+                "tokens": "sequence length"}[kind]
         raise UserError(f"{path}: x_train and x_test differ in {what} "
                         f"({arrays['x_train'].shape[1:]} vs {arrays['x_test'].shape[1:]}).")
     labels = {}
@@ -157,14 +245,17 @@ def load_npz(path: Path) -> Dataset:
     info = {"source": str(path.resolve()), "verified": "user-supplied file",
             "rule": rule + "; labels mapped to 0..K-1 in sorted order",
             "classes": [int(c) for c in classes]}
+    if pad is not None:
+        info["pad"] = pad  # the padding symbol's id, which text previews drop at the end of a string
     return make_dataset(f"npz:{path}", x_train, np.searchsorted(classes, labels["y_train"]),
-                        x_test, np.searchsorted(classes, labels["y_test"]), num_classes=len(classes), info=info)
+                        x_test, np.searchsorted(classes, labels["y_test"]), num_classes=len(classes), info=info,
+                        symbols=symbols)
 
 
 def _example(path: Path) -> Example:
     """What ``x_train`` holds, read from the npy header (and the small ``kind`` array) alone:
-    images of 1 or 3 channels, or signals; a grey image when unreadable (``load_npz`` then
-    reports the problem)."""
+    images of 1 or 3 channels, signals or token sequences; a grey image when unreadable
+    (``load_npz`` then reports the problem)."""
     try:
         with zipfile.ZipFile(path) as zf:
             with zf.open("x_train.npy") as f:
@@ -172,12 +263,20 @@ def _example(path: Path) -> Example:
                 read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                                else np.lib.format.read_array_header_2_0)
                 shape = read_header(f)[0]
-            kind = "image"
+            kind, symbols, length = "image", 0, None
             if "kind.npy" in zf.namelist():
                 with zf.open("kind.npy") as f:
                     kind = str(np.load(f, allow_pickle=False))
+            if kind == "tokens" and "symbols.npy" in zf.namelist():
+                with zf.open("symbols.npy") as f:
+                    symbols = len(np.load(f, allow_pickle=False))
+            if kind == "tokens" and "length.npy" in zf.namelist():
+                with zf.open("length.npy") as f:
+                    length = int(np.load(f, allow_pickle=False))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return Example()
+    if kind == "tokens" and len(shape) == 2:
+        return Example("tokens", max(int(symbols), 1), max(length or 0, int(shape[1])))
     if kind == "signal" and len(shape) in (2, 3):
         return Example("signal", int(shape[1]) if len(shape) == 3 else 1, int(shape[-1]))
     return Example("image", int(shape[-1]) if len(shape) == 4 else 1)
@@ -188,7 +287,7 @@ def npz_entry(path_str: str) -> DatasetEntry:
     example = _example(path) if path.is_file() else Example()
     return DatasetEntry(
         f"npz:{path_str}", f"your arrays in {path}", example.channels, 0, 0, 0,
-        depth=16 if example.channels == 1 or example.kind == "signal" else 64,
+        depth=16 if example.channels == 1 or example.kind != "image" else 64,
         latent_dims=(256, 32, 1024) if example.kind == "image" else (256, 32, 64, 1024),
         loader=lambda options: load_npz(path),
         locate=lambda options: str(path) if path.is_file() else None,

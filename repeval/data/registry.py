@@ -35,7 +35,8 @@ class DatasetEntry:
     that need it (a probe's ``Task.requires``): ``"factor_bank"`` for a dataset that offers the
     interpolation benchmark (its loader sets :attr:`~repeval.data.base.Dataset.bank`).
     ``kind`` and ``size`` declare what one example is (:class:`~repeval.data.base.Example`):
-    images ``channels×32×32`` or signals ``channels×size``.
+    images ``channels×32×32``, signals ``channels×size`` or tokens (``size`` positions over
+    ``channels`` symbols).
     """
 
     name: str

@@ -1,5 +1,5 @@
 """Interpolation task: the paper's synthetic lines benchmark (Table 1), for every dataset
-that offers a factor bank (``lines``; ``shepard``'s tones).
+that offers a factor bank (``lines``; ``shepard``'s tones; ``clock``'s strings).
 
 Protocol (``docs/protocol.md`` §4.2–4.5; official ``lib/train.py: eval_custom_lines32`` and
 ``lib/eval.py: line_eval``):
@@ -47,6 +47,15 @@ evenly spaced angles 1.96e-7 / 1.7e-5; pixel cross-fade 7.22e-3 / 0.940; abrupt 
 the midpoint 2.5e-7 / 0.933; evenly spaced the long way round 1.75e-7 / 4.4e-5. Given the
 same float64 frames, distances agree with the official ``cdist`` to about 1e-15 and the
 nearest lines are the same. The shepard reference rows are in :mod:`repeval.data.shepard`.
+
+On token sequences (``clock``) the decoded examples are softmax probabilities ``P`` and the
+bank is searched exactly by the dataset itself (:attr:`~repeval.data.base.FactorBank.search`,
+:func:`repeval.data.clock.search`): Mean Distance is the same cosine, ``1 − ⟨P, onehot(s*)⟩ /
+(‖P‖·√L)``, to the nearest valid string ``s*`` (for a one-hot ``P`` the fraction of wrong
+characters), Smoothness and the details read ``s*``'s time, and three more details are stored:
+``hard_distance`` (the distance of the argmax string), ``valid_fraction`` (argmax strings that
+are valid) and ``edit_distance`` (normalised edit distance of the argmax string to the nearest
+valid string).
 
 Ties: an image symmetric about an axis that the bank's lines are mirrored about (the
 cross-fade's frames are dominated by the vertical line at 3π/2) is exactly equidistant from
@@ -167,22 +176,28 @@ def interpolation_metrics(examples: np.ndarray, bank: FactorBank | tuple[np.ndar
     a bank (a :class:`~repeval.data.base.FactorBank` or its ``(examples, factors)``), with the
     inputs' true factors ``true_a``/``true_b`` ``(n_interp,)``: ``mean_distance``,
     ``smoothness`` (official), ``smoothness_strict``, ``detour``, ``endpoint_error`` and
-    ``n_undefined``."""
+    ``n_undefined``, and whatever a bank with its own search adds (``clock``: ``hard_distance``,
+    ``valid_fraction``, ``edit_distance``)."""
     examples = np.asarray(examples)
     if examples.ndim < 3 or examples.shape[1] < 2:
         raise ValueError(f"expected (n_interp, n_steps >= 2, ...) examples, got {examples.shape}")
-    reference, factors = bank.load() if isinstance(bank, FactorBank) else bank
     n_interp, n_steps = examples.shape[:2]
-    flat = examples.reshape(n_interp * n_steps, -1)
-    if flat.shape[1] != reference.shape[1]:
-        raise ValueError(f"decoded examples have {flat.shape[1]} values, the bank's {reference.shape[1]}")
-    distances, nearest = nearest_in_bank(flat, reference, factors, device)
-    nearest = nearest.reshape(n_interp, n_steps)
+    extra: dict[str, float] = {}
+    if isinstance(bank, FactorBank) and bank.search is not None:
+        distances, nearest, extra = bank.search(examples.reshape(n_interp * n_steps, *examples.shape[2:]))
+    else:
+        reference, factors = bank.load() if isinstance(bank, FactorBank) else bank
+        flat = examples.reshape(n_interp * n_steps, -1)
+        if flat.shape[1] != reference.shape[1]:
+            raise ValueError(f"decoded examples have {flat.shape[1]} values, the bank's {reference.shape[1]}")
+        distances, nearest = nearest_in_bank(flat, reference, factors, device)
+    nearest = np.asarray(nearest).reshape(n_interp, n_steps)
     scores = smoothness_scores(nearest)
     undefined = np.isnan(scores)
     return {"mean_distance": float(distances.mean()), "smoothness": official_smoothness(scores),
             "smoothness_strict": float(np.where(undefined, 1.0, scores).mean()),
-            **path_details(nearest, np.asarray(true_a), np.asarray(true_b)), "n_undefined": int(undefined.sum())}
+            **path_details(nearest, np.asarray(true_a), np.asarray(true_b)), "n_undefined": int(undefined.sum()),
+            **extra}
 
 
 def line_metrics(images: np.ndarray, device: str = "cpu") -> tuple[float, float, int]:
@@ -247,7 +262,8 @@ def run(model, dataset: Dataset, settings: InterpolationSettings, device: str, l
         model.train(was_training)
     bank, factors = dataset.bank.load()
     true = np.asarray(dataset.bank.test_factors, dtype=np.float64)
-    scores = interpolation_metrics(decoded.double().cpu().numpy(), (bank, factors), true[:settings.n_pairs],
+    searched = dataset.bank if dataset.bank.search is not None else (bank, factors)
+    scores = interpolation_metrics(decoded.double().cpu().numpy(), searched, true[:settings.n_pairs],
                                    true[settings.n_pairs:needed], device)
     return Result(scores=scores, details={"n_interpolations": settings.n_pairs, "bank_size": int(len(factors))})
 
@@ -279,4 +295,17 @@ TASK = Task(
         Metric("n_undefined", "lower", Tolerance(abs=2), "undefined", decimals=0,
                note="interpolations whose factor does not move (undefined smoothness; lower is better)",
                bounds=NON_NEGATIVE),
+        # token sequences only (a bank with its own search, clock)
+        Metric("hard_distance", "lower", Tolerance(abs=0.01), "argmax distance", "×10⁻³", 1000, 2,
+               note="text: the fraction of characters of the argmax string that differ from the nearest valid "
+                    "string (lower is better)",
+               bounds=(0.0, 1.0)),
+        Metric("valid_fraction", "higher", Tolerance(abs=0.02), "valid",
+               note="text: the fraction of decoded interpolants whose argmax string is a valid one (higher is "
+                    "better)",
+               bounds=(0.0, 1.0)),
+        Metric("edit_distance", "lower", Tolerance(abs=0.01), "edit distance",
+               note="text: normalised edit distance of the argmax string to the nearest valid string (lower is "
+                    "better)",
+               bounds=(0.0, 1.0)),
     ))

@@ -323,6 +323,8 @@ def _first_previews(row: Row, dirs: dict[str, Path | None], seeds: dict[str, int
     for run_id in sorted(row.run_ids, key=lambda i: (seeds.get(i, 0), i)):
         directory = dirs.get(run_id)
         arrays = load_previews(directory, row.latent) if directory is not None else None
+        if arrays is not None and "symbols" in arrays:
+            return {"run_id": run_id, "seed": seeds.get(run_id), "text": figures.text_previews(arrays)}
         if arrays is not None:
             return {"run_id": run_id, "seed": seeds.get(run_id),
                     "reconstructions": figures.reconstruction_grid(arrays),

@@ -26,8 +26,9 @@ DPI = 96
 PANEL_WIDTH_IN = 2.7
 GRID_GAP = 1  # pixels between tiles
 REFERENCE_COLOUR = "#9aa0a6"
-# Reconstruction loss in training histories, in order of preference (every family logs "mse").
-LOSS_KEYS = ("mse", "autoencoder")
+# Reconstruction loss in training histories, in order of preference (every family logs "mse", or
+# "cross_entropy" on token sequences).
+LOSS_KEYS = ("mse", "cross_entropy", "autoencoder")
 
 
 def png_uri(data: bytes) -> str:
@@ -89,6 +90,54 @@ def _drawable(previews: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return previews
     scale = float(np.abs(previews["originals"].astype(np.float32)).max()) or 1.0
     return {k: waveform_tiles(v, scale) for k, v in previews.items()}
+
+
+def _spelled(ids: np.ndarray, symbols: Sequence[str], pad: int, reference: np.ndarray | None = None) -> str:
+    """Token ids as HTML text: trailing padding dropped, padding inside shown as its symbol, and
+    (given the ``reference`` string's ids) every position that differs from it marked."""
+    from markupsafe import escape
+
+    ids = [int(i) for i in ids]
+    end = len(ids)
+    while end and ids[end - 1] == pad and (reference is None or int(reference[end - 1]) == pad):
+        end -= 1
+    out, run, marking = [], [], False
+    for position, token in enumerate(ids[:end]):
+        wrong = reference is not None and int(reference[position]) != token
+        if wrong != marking and run:
+            out.append(f'<span class="bad">{"".join(run)}</span>' if marking else "".join(run))
+            run = []
+        marking = wrong
+        run.append(str(escape(symbols[token])))
+    if run:
+        out.append(f'<span class="bad">{"".join(run)}</span>' if marking else "".join(run))
+    return "".join(out)
+
+
+def text_previews(previews: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Token-sequence previews as text for the report: per test example the original, the
+    decoded argmax string (positions that differ from the nearest valid string marked) and that
+    nearest string; per interpolated pair the same for each step. Strings are HTML (escaped)."""
+    from markupsafe import Markup
+
+    symbols = [str(s) for s in previews["symbols"]]
+    pad = int(previews.get("pad", -1))
+
+    def rows(probabilities: np.ndarray, nearest: np.ndarray | None) -> list[dict[str, Any]]:
+        argmax = np.asarray(probabilities, dtype=np.float32).argmax(axis=-2).reshape(-1, probabilities.shape[-1])
+        near = None if nearest is None else np.asarray(nearest).reshape(len(argmax), -1)
+        return [{"decoded": Markup(_spelled(a, symbols, pad, None if near is None else near[i])),
+                 "nearest": None if near is None else Markup(_spelled(near[i], symbols, pad)),
+                 "valid": near is not None and bool((near[i] == a).all())}
+                for i, a in enumerate(argmax)]
+
+    originals = [Markup(_spelled(a, symbols, pad)) for a in previews["originals"].astype(np.float32).argmax(axis=1)]
+    steps = previews["interpolations"].shape[1]
+    interpolations = rows(previews["interpolations"], previews.get("nearest_interpolations"))
+    decoded = rows(previews["reconstructions"], previews.get("nearest_reconstructions"))
+    return {"reconstructions": [{"original": o, **r} for o, r in zip(originals, decoded)],
+            "interpolations": [interpolations[i:i + steps] for i in range(0, len(interpolations), steps)],
+            "has_nearest": "nearest_interpolations" in previews}
 
 
 def _image(tiles: np.ndarray) -> dict[str, Any]:

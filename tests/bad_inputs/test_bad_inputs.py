@@ -89,6 +89,30 @@ def signal_npz(name: str, **changes):
     return prepare
 
 
+SYMBOLS = np.array(["_", "a", "b", "c"])
+
+
+def _tokens(n=24, length=64, top=4):
+    ids = np.random.default_rng(0).integers(1, top, (n, length))
+    ids[:, length // 2:] = 0  # the second half padding
+    return ids
+
+
+def token_npz(name: str, **changes):
+    """Write ``{tmp}/NAME``: a small valid npz of token sequences (kind='tokens') with ``changes``."""
+    def prepare(ctx: Ctx):
+        arrays = {"kind": np.array("tokens"), "symbols": SYMBOLS, "pad": np.array(0), "x_train": _tokens(),
+                  "y_train": _labels(), "x_test": _tokens(12), "y_test": _labels(12)}
+        np.savez(ctx.tmp / name, **{k: v for k, v in {**arrays, **changes}.items() if v is not None})
+    return prepare
+
+
+def _tokens_with(value, row=5, n=24):
+    ids = _tokens(n)
+    ids[row, 3] = value
+    return ids
+
+
 def raw_file(name: str, content: bytes | Callable[[Ctx], bytes]):
     def prepare(ctx: Ctx):
         (ctx.tmp / name).write_bytes(content(ctx) if callable(content) else content)
@@ -400,11 +424,32 @@ CASES: list[Case] = [
          ("'baseline' cannot be built for 'npz:", "signals of 100 samples", "16 times a power of two"),
          prepare=signal_npz("odd.npz", x_train=_signals(24, 100), x_test=_signals(12, 100))),
     Case("npz-signal-kind", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/kind.npz"),
-         ("kind.npz: array 'kind' holds 'audio'", "'image' or 'signal'"),
+         ("kind.npz: array 'kind' holds 'audio'", "'image', 'signal', 'tokens'"),
          prepare=signal_npz("kind.npz", kind=np.array("audio"))),
     Case("npz-signal-undeclared", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/undecl.npz"),
          ("undecl.npz: array 'x_train' has dtype float32", "kind='signal'"),
          prepare=signal_npz("undecl.npz", kind=None)),
+    # --- npz token sequences (kind='tokens'): ids outside the vocabulary, a vocabulary that does not
+    # match the file, sequences longer than declared, empty strings
+    Case("npz-tokens-outside", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/out.npz"),
+         ("out.npz: array 'x_train' holds token ids outside the vocabulary of 4 symbols (0..3): 7 first, in 1 of 24 "
+          "sequences (first at row 5)",), prepare=token_npz("out.npz", x_train=_tokens_with(7))),
+    Case("npz-tokens-negative", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/neg.npz"),
+         ("neg.npz: array 'x_test' holds token ids outside the vocabulary", "-1 first"),
+         prepare=token_npz("neg.npz", x_test=_tokens_with(-1, 2, 12))),
+    Case("npz-tokens-no-symbols", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/nosym.npz"),
+         ("nosym.npz: a token file (kind='tokens') names its vocabulary in an array 'symbols'",),
+         prepare=token_npz("nosym.npz", symbols=None)),
+    Case("npz-tokens-repeated-symbols", ("run", "--encoder", "pca", "--task", "knn", "--dataset",
+                                         "npz:{tmp}/rep.npz"),
+         ("rep.npz: array 'symbols' does not name each token id once: 'a' appear(s) more than once",),
+         prepare=token_npz("rep.npz", symbols=np.array(["_", "a", "a", "c"]))),
+    Case("npz-tokens-longer", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/long.npz"),
+         ("long.npz: array 'x_train' holds sequences of 64 tokens, longer than the declared length = 48",),
+         prepare=token_npz("long.npz", length=np.array(48))),
+    Case("npz-tokens-empty", ("run", "--encoder", "pca", "--task", "knn", "--dataset", "npz:{tmp}/empty.npz"),
+         ("empty.npz: array 'x_train' holds 1 empty sequences (padding only), first at row 5",),
+         prepare=token_npz("empty.npz", x_train=_tokens_with(0, 5) * (np.arange(24) != 5)[:, None])),
     Case("python-encoder-on-signals", ("run", "--encoder", f"python:{TINY_CONV}:build", "--task", "knn", "--dataset",
                                        "shepard"),
          ("is a model from outside repeval, which repeval feeds images (B, C, 32, 32); 'shepard' holds 1×1024 "

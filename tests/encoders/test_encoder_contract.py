@@ -6,12 +6,13 @@ editing this file. Family-specific meaning (the paper's losses, latent sizes, hy
 values) is tested in ``test_encoder_families.py`` and ``test_encoder_reference.py``.
 
 Every test runs over each (family, example shape) pair the registries allow: grey and colour
-images (1 or 3 × 32 × 32) and 1-D signals (1 × 256 samples) for the families whose ``kinds``
-include them. Sizes are tiny (depth 4, latent 32, batch 8); the latent size comes from the
-family's own ``resolve_latent_dim`` on a dataset whose only legal size is 32, so reference
-encoders get theirs (pixels: the example's size). Reference encoders are fitted on 8 float
-examples in [-1, 1]; the fitted state is computed once per (family, shape) and loaded into
-each test's fresh build (a 3-colour PCA fit is a 3072×3072 float64 eigendecomposition).
+images (1 or 3 × 32 × 32), 1-D signals (1 × 256 samples) and token sequences (64 positions over
+5 symbols, one-hot) for the families whose ``kinds`` include them. Sizes are tiny (depth 4,
+latent 32, batch 8); the latent size comes from the family's own ``resolve_latent_dim`` on a
+dataset whose only legal size is 32, so reference encoders get theirs (pixels: the example's
+size). Reference encoders are fitted on 8 float examples in [-1, 1]; the fitted state is
+computed once per (family, shape) and loaded into each test's fresh build (a 3-colour PCA fit is a 3072×3072 float64
+eigendecomposition).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from repeval.ranges import Range
 NAMES = encoders.REGISTRY.names()
 LEARNED = [name for name in NAMES if encoders.get(name).learned]
 REFERENCE = [name for name in NAMES if not encoders.get(name).learned]
-SHAPES = {"grey": Example("image", 1), "colour": Example("image", 3), "signal": Example("signal", 1, 256)}
+SHAPES = {"grey": Example("image", 1), "colour": Example("image", 3), "signal": Example("signal", 1, 256),
+          "tokens": Example("tokens", 5, 64)}
 DEPTH = 4
 BATCH = 8
 LR = 1e-3
@@ -47,9 +49,13 @@ def contract_dataset(shape: str) -> SimpleNamespace:
 
 
 def images(shape: str, n: int = BATCH, seed: int = 0) -> torch.Tensor:
-    """``n`` fixed float examples of ``SHAPES[shape]`` in [-1, 1]."""
+    """``n`` fixed float examples of ``SHAPES[shape]`` in [-1, 1] (token sequences: one-hot)."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.rand(n, *SHAPES[shape].dims, generator=gen) * 2 - 1
+    example = SHAPES[shape]
+    if example.kind == "tokens":
+        ids = torch.randint(0, example.channels, (n, example.size), generator=gen)
+        return torch.nn.functional.one_hot(ids, example.channels).permute(0, 2, 1).float()
+    return torch.rand(n, *example.dims, generator=gen) * 2 - 1
 
 
 def build(name: str, shape: str, seed: int = 0, fit: bool = True) -> Autoencoder:

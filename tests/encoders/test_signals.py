@@ -42,7 +42,7 @@ def test_a_family_that_builds_only_images_is_refused_on_signals_naming_those_tha
         name = "images-only"
 
     check_kind(ImagesOnly, "mnist", Example("image", 1))  # fine
-    with pytest.raises(UserError, match="'images-only' builds models for image only; 'shepard' holds 1×1024 signals. "
+    with pytest.raises(UserError, match="'images-only' builds models for images only; 'shepard' holds 1×1024 signals. "
                                         "Families that work on signals: baseline, dropout, denoising, vae, aae, "
                                         "vqvae, acai, pixels, pca"):
         check_kind(ImagesOnly, "shepard", SIGNAL)

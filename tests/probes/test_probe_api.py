@@ -15,7 +15,7 @@ def test_registry():
         "kmeans": ("accuracy", "nmi", "ari"),
         "knn": ("accuracy",),
         "interpolation": ("mean_distance", "smoothness", "smoothness_strict", "detour", "endpoint_error",
-                          "n_undefined"),
+                          "n_undefined", "hard_distance", "valid_fraction", "edit_distance"),
         "label_efficiency": tuple(f"{probe}@{size}" for probe in ("linear", "knn")
                                   for size in ("1", "4", "16", "64", "256", "all")),
     }
