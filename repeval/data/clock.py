@@ -34,7 +34,7 @@ level: the best s for every S offset, then the best m for every M offset, then h
 argmax with the lowest t among ties. 4,096 softmax queries take 0.2–0.35 s on one core (a
 float64 matmul against the one-hot bank takes 11–16 s).
 
-Metrics (:func:`search`, :func:`interpolation_scores`): the lines' metric
+Metrics (:func:`search`, through the interpolation task's metric): the lines' metric
 (:mod:`repeval.probes.interpolation`) with the cosine against a one-hot bank,
 
 - Mean Distance: the soft distance ``1 − ⟨P, onehot(s*)⟩ / (‖P‖_F · √L)`` (for a one-hot P
@@ -315,19 +315,6 @@ def search(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         edit[bad] = edit_distances(decode(ids[bad]), text(hard_index[bad]))
         details["edit_distance"] = float(edit.mean())
     return distances, factors(index), details
-
-
-def interpolation_scores(P_paths: np.ndarray, true_a: np.ndarray, true_b: np.ndarray) -> dict[str, float]:
-    """Every interpolation score of decoded paths ``P_paths`` ``(n_interp, n_steps, VOCAB, LENGTH)``
-    between inputs of true factors ``true_a``/``true_b``: what the interpolation task stores,
-    :func:`repeval.probes.interpolation.interpolation_metrics` against this bank (its
-    :func:`search`, so the details of :func:`search` too)."""
-    from repeval.probes.interpolation import interpolation_metrics
-
-    P_paths = np.asarray(P_paths)
-    if P_paths.ndim != 4 or P_paths.shape[1] < 2:
-        raise ValueError(f"expected (n_interp, n_steps >= 2, {VOCAB}, {LENGTH}) paths, got {P_paths.shape}")
-    return interpolation_metrics(P_paths, FactorBank(reference_bank, np.zeros(0), search=search), true_a, true_b)
 
 
 # ---- the dataset ------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 reference interpolation table.
 
 The table (256 pairs × 16 steps, pairs drawn with seed 0) is reproduced from the module's own
-bank and metric (:func:`repeval.data.clock.interpolation_scores`). Structural rows hold
+bank and search through the interpolation task's metric
+(:func:`repeval.probes.interpolation.interpolation_metrics`). Structural rows hold
 whatever the pairs: the true path, the argmax-decoded cross-fade (1 − 1/15), the constant
 output (undefined Smoothness, strict 1, detour −1), the long way round's Smoothness.
 Pair-dependent values (the cross-fade's soft Mean Distance, the splice's) agree with the
@@ -24,9 +25,16 @@ import pytest
 import torch
 
 from repeval.data import clock
-from repeval.probes.interpolation import circular_distance
+from repeval.data.base import FactorBank
+from repeval.probes.interpolation import circular_distance, interpolation_metrics
 
 PAIRS, STEPS = 256, 16
+
+
+def interpolation_scores(P_paths, true_a, true_b):
+    """What the interpolation task stores for decoded paths ``(n_interp, n_steps, VOCAB, LENGTH)``."""
+    bank = FactorBank(clock.reference_bank, np.zeros(0), search=clock.search)
+    return interpolation_metrics(np.asarray(P_paths), bank, true_a, true_b)
 
 
 def printed(value: float, text: str) -> bool:
@@ -79,7 +87,7 @@ def table() -> dict[str, dict[str, float]]:
         "random": clock.one_hot(rng.integers(0, clock.VOCAB, size=(PAIRS * STEPS, clock.LENGTH))).reshape(shape),
     }
     true_a, true_b = clock.factors(ta), clock.factors(tb)
-    scores = {name: clock.interpolation_scores(path, true_a, true_b) for name, path in paths.items()}
+    scores = {name: interpolation_scores(path, true_a, true_b) for name, path in paths.items()}
     arc = circular_distance(true_a, true_b)
     scores["long"]["expected_detour"] = float(np.mean((2 * np.pi - arc) / arc - 1))
     return scores
@@ -219,12 +227,12 @@ def test_search_distances_and_details():
 def test_interpolation_scores_of_a_short_true_path():
     t = np.array([[100, 160, 220, 280]])
     P = clock.one_hot(clock.tokens(t.ravel())).reshape(1, 4, clock.VOCAB, clock.LENGTH)
-    scores = clock.interpolation_scores(P, clock.factors([100]), clock.factors([280]))
+    scores = interpolation_scores(P, clock.factors([100]), clock.factors([280]))
     assert scores["mean_distance"] == 0 and scores["smoothness"] == pytest.approx(0, abs=1e-12)
     assert scores["detour"] == pytest.approx(0, abs=1e-12) and scores["n_undefined"] == 0
     assert scores["valid_fraction"] == 1 and scores["edit_distance"] == 0 and scores["hard_distance"] == 0
     with pytest.raises(ValueError):
-        clock.interpolation_scores(P[:, :1], clock.factors([100]), clock.factors([280]))
+        interpolation_scores(P[:, :1], clock.factors([100]), clock.factors([280]))
 
 
 @pytest.mark.slow
