@@ -6,6 +6,19 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fp32_everywhere():
+    """fp32 for the whole session, module- and session-scoped fixtures included (they are built
+    before any function-scoped fixture runs): on a CPU with native bf16 ``--precision auto``
+    would otherwise train their runs in bf16, other runs than the tests' own."""
+    from repeval import precision
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REPEVAL_PRECISION", "fp32")
+        patch.setattr(precision, "cpu_bf16", lambda: None)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes dataset caches into a fresh temporary folder, never ~/.cache."""
