@@ -9,8 +9,9 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def _fp32_everywhere():
     """fp32 for the whole session, module- and session-scoped fixtures included (they are built
-    before any function-scoped fixture runs): on a CPU with native bf16 ``--precision auto``
-    would otherwise train their runs in bf16, other runs than the tests' own."""
+    before any function-scoped fixture runs): the suite's numbers must not depend on the machine,
+    and on a CPU with native bf16 ``--precision auto`` would train in bf16. A test that changes
+    either (tests/test_precision.py) does so with its own ``monkeypatch``, undone after it."""
     from repeval import precision
 
     with pytest.MonkeyPatch.context() as patch:
@@ -26,12 +27,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("REPEVAL_DATA", raising=False)
     monkeypatch.delenv("REPEVAL_HOME", raising=False)
     monkeypatch.delenv("REPEVAL_ALLOW_UNVERIFIED", raising=False)
-    # The suite's numbers must not depend on the machine: `--precision auto` would train in bf16 on a CPU
-    # with native bf16 (tests/test_precision.py tests that choice with the detection replaced).
-    monkeypatch.setenv("REPEVAL_PRECISION", "fp32")
-    from repeval import precision
-
-    monkeypatch.setattr(precision, "cpu_bf16", lambda: None)
 
 
 @pytest.fixture(scope="session")
