@@ -8,6 +8,9 @@ Parts (``--parts``, default all):
   2-D stack, channels-last) and on ``shepard`` (1×1024 signals, the 1-D stack), interleaved
   (``common.interleaved`` order), ``--reps`` rounds. Figure: steady-state images/s (from the
   start times of steps 1 … S−1) and the ratio shepard / lines per family and latent size.
+- ``pool`` — the 1-D stack's pooling: each family trained on ``shepard`` as built (the pair mean
+  of ``encoders.layers.PairMean``) and with ``torch.nn.AvgPool1d(2)`` in its place (the same
+  numbers), interleaved. Figure: images/s and the ratio pair mean / ``AvgPool1d``.
 - ``search`` — the nearest-bank search of the interpolation metric for 4,096 decoded signals
   (256 pairs × 16 steps) against the 10,000-tone bank: repeval's
   ``repeval.probes.interpolation.nearest_in_bank`` (torch float64 matmul on normalised
@@ -30,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,27 +59,55 @@ def train_rate(family: str, dataset, latent_dim: int, steps: int) -> float:
     return steady_rate(stamps, spec.batch_size)
 
 
+def compare_rates(families: list[str], latents: list[int], reps: int,
+                  contenders: dict[str, Callable[[str, int], float]], unit: str,
+                  ratio: tuple[str, str]) -> dict[str, Any]:
+    """Training rates of each family and latent size under every contender (a function of family and
+    latent size giving a rate), interleaved in alternating order for ``reps`` rounds; medians, every
+    figure, the ratio ``ratio[0] / ratio[1]`` and the load around each comparison."""
+    out: dict[str, Any] = {}
+    for family in families:
+        for dim in latents:
+            rates: dict[str, list[float]] = {name: [] for name in contenders}
+            load_before = common.load_average()
+            for rep in range(reps):
+                for name in (list(contenders) if rep % 2 == 0 else list(contenders)[::-1]):
+                    rates[name].append(contenders[name](family, dim))
+            med = {k: statistics.median(v) for k, v in rates.items()}
+            key, label = f"{family}@{dim}", f"{ratio[0]}/{ratio[1]}"
+            out[key] = {f"{unit}_per_s": {k: round(v, 1) for k, v in med.items()},
+                        f"{unit}_per_s_all": {k: [round(r, 1) for r in v] for k, v in rates.items()},
+                        f"ratio_{ratio[0]}_over_{ratio[1]}": round(med[ratio[0]] / med[ratio[1]], 3),
+                        "load_before": load_before, "load_after": common.load_average()}
+            print(f"{key}: {out[key][f'{unit}_per_s']} {label} {out[key][f'ratio_{ratio[0]}_over_{ratio[1]}']}",
+                  file=sys.stderr)
+    return out
+
+
 def part_train(families: list[str], latents: list[int], steps: int, reps: int) -> dict[str, Any]:
     from repeval import data
 
     sets = {name: data.load(name) for name in ("lines", "shepard")}
-    out: dict[str, Any] = {}
-    for family in families:
-        for dim in latents:
-            rates: dict[str, list[float]] = {name: [] for name in sets}
-            load_before = common.load_average()
-            for rep in range(reps):
-                for name in (list(sets) if rep % 2 == 0 else list(sets)[::-1]):
-                    rates[name].append(train_rate(family, sets[name], dim, steps))
-            med = {k: statistics.median(v) for k, v in rates.items()}
-            out[f"{family}@{dim}"] = {
-                "images_per_s": {k: round(v, 1) for k, v in med.items()},
-                "images_per_s_all": {k: [round(r, 1) for r in v] for k, v in rates.items()},
-                "ratio_shepard_over_lines": round(med["shepard"] / med["lines"], 3),
-                "load_before": load_before, "load_after": common.load_average()}
-            print(f"{family}@{dim}: {out[f'{family}@{dim}']['images_per_s']} "
-                  f"shepard/lines {out[f'{family}@{dim}']['ratio_shepard_over_lines']}", file=sys.stderr)
-    return out
+    return compare_rates(families, latents, reps,
+                         {name: (lambda f, d, ds=ds: train_rate(f, ds, d, steps)) for name, ds in sets.items()},
+                         "images", ("shepard", "lines"))
+
+
+def part_pool(families: list[str], latents: list[int], steps: int, reps: int) -> dict[str, Any]:
+    import torch
+
+    import encoders.layers
+    from repeval import data
+
+    shepard = data.load("shepard")
+
+    def with_avg_pool1d(family: str, dim: int) -> float:
+        with mock.patch.object(encoders.layers, "PairMean", torch.nn.AvgPool1d):
+            return train_rate(family, shepard, dim, steps)
+
+    return compare_rates(families, latents, reps,
+                         {"pair_mean": lambda f, d: train_rate(f, shepard, d, steps), "avg_pool1d": with_avg_pool1d},
+                         "images", ("pair_mean", "avg_pool1d"))
 
 
 def numpy_search(queries, bank, factors):
@@ -137,7 +168,7 @@ def part_task(reps: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--parts", default="train,search,task")
+    p.add_argument("--parts", default="train,search,task", help="any of train,pool,search,task")
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--latents", default="64,256")
     p.add_argument("--steps", type=int, default=24, help="training steps per run")
@@ -156,6 +187,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "train" in parts:
             result["train"] = part_train(args.families.split(","), [int(d) for d in args.latents.split(",")],
                                          args.steps, args.reps)
+        if "pool" in parts:
+            result["pool"] = part_pool(args.families.split(","), [int(d) for d in args.latents.split(",")],
+                                       args.steps, args.reps)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from bench_signals import FAMILIES, train_rate  # noqa: E402
+from bench_signals import FAMILIES, compare_rates, train_rate  # noqa: E402
 
 QUERIES = 4096
 CHUNK = 512
@@ -123,23 +123,9 @@ def part_train(families: list[str], latents: list[int], steps: int, reps: int) -
     from repeval import data
 
     sets = {name: data.load(name) for name in ("shepard", "clock")}
-    out: dict[str, Any] = {}
-    for family in families:
-        for dim in latents:
-            rates: dict[str, list[float]] = {name: [] for name in sets}
-            load_before = common.load_average()
-            for rep in range(reps):
-                for name in (list(sets) if rep % 2 == 0 else list(sets)[::-1]):
-                    rates[name].append(train_rate(family, sets[name], dim, steps))
-            med = {k: statistics.median(v) for k, v in rates.items()}
-            out[f"{family}@{dim}"] = {
-                "examples_per_s": {k: round(v, 1) for k, v in med.items()},
-                "examples_per_s_all": {k: [round(r, 1) for r in v] for k, v in rates.items()},
-                "ratio_clock_over_shepard": round(med["clock"] / med["shepard"], 3),
-                "load_before": load_before, "load_after": common.load_average()}
-            print(f"{family}@{dim}: {out[f'{family}@{dim}']['examples_per_s']} "
-                  f"clock/shepard {out[f'{family}@{dim}']['ratio_clock_over_shepard']}", file=sys.stderr)
-    return out
+    return compare_rates(families, latents, reps,
+                         {name: (lambda f, d, ds=ds: train_rate(f, ds, d, steps)) for name, ds in sets.items()},
+                         "examples", ("clock", "shepard"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

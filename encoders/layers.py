@@ -8,7 +8,8 @@ biases are zero; dense layers are Glorot-uniform with zero biases (TensorFlow's 
 Tensors are NCHW (the official code is NHWC; only the flattening order differs).
 
 On 1-D signals (``Arch.spatial == 1``, tensors NCL) the same stacks use ``Conv1d`` with kernels
-of 3 (the encoder's first conv 1), ``AvgPool1d(2)`` and 2× nearest up-sampling; fan_in = k·C_in.
+of 3 (the encoder's first conv 1), a 2-position average pooling (:class:`PairMean`, the numbers of
+``AvgPool1d(2)``) and 2× nearest up-sampling; fan_in = k·C_in.
 Their width doubles at every second pooling (:func:`stack_width`), which keeps the
 paper's cost per scale (a 1-D pooling halves the positions, a 2-D one quarters them).
 
@@ -68,6 +69,24 @@ def stack_width(depth: int, scale: int, spatial: int) -> int:
     return depth << (scale if spatial == 2 else scale // 2)
 
 
+class PairMean(nn.Module):
+    """``AvgPool1d(2)`` on (B, C, L) with even L: the mean of each pair of neighbouring positions.
+
+    The same numbers bit for bit, forward and backward, in float32 and bfloat16 (a sum of two
+    followed by an exact halving), computed as two strided views: on a CPU it costs about a third
+    of ``avg_pool1d``, which goes through the 2-D kernel and was 15–18 % of a 1-D training step
+    (``benchmarks/RESULTS.md`` §13.5). It has no parameters, so checkpoints are unaffected.
+    """
+
+    def __init__(self, kernel_size: int = 2):
+        super().__init__()
+        if kernel_size != 2:
+            raise ValueError(f"PairMean pools pairs of positions, not {kernel_size}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x[..., 0::2] + x[..., 1::2]) * 0.5
+
+
 class Encoder(nn.Sequential):
     """The encoder stack f (``docs/protocol.md`` §2.2); also the ACAI critic (§2.6) with its own weights.
 
@@ -79,7 +98,7 @@ class Encoder(nn.Sequential):
     """
 
     def __init__(self, colors: int, depth: int, scales: int, latent_channels: int, spatial: int = 2):
-        pool = nn.AvgPool2d if spatial == 2 else nn.AvgPool1d
+        pool = nn.AvgPool2d if spatial == 2 else PairMean
         layers: list[nn.Module] = [conv(colors, depth, 1, spatial)]
         c_in = depth
         for scale in range(scales):

@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 import encoders
 from encoders.base import Arch, count
-from encoders.layers import Decoder, Encoder, conv, dense
+from encoders.layers import Decoder, Encoder, PairMean, conv, dense
 
 # docs/protocol.md §2.5: (colors, depth, latent_width, latent channels) -> encoder, decoder, ACAI critic
 PAPER_COUNTS = [
@@ -81,3 +82,24 @@ def test_dense_init_is_glorot_uniform_with_zero_bias():
     assert layer.bias.abs().sum() == 0
     assert layer.weight.abs().max() <= limit
     assert layer.weight.abs().max() > 0.99 * limit
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pair_mean_is_avg_pool1d_bit_for_bit_forward_and_backward(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 64, dtype=dtype, requires_grad=True)
+    grad = torch.randn(3, 5, 32, dtype=dtype)
+    ours, theirs = PairMean(2)(x), nn.AvgPool1d(2)(x)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(torch.autograd.grad(ours, x, grad)[0], torch.autograd.grad(theirs, x, grad)[0])
+    with pytest.raises(ValueError, match="pairs"):
+        PairMean(4)
+
+
+def test_the_1d_stack_pools_with_pair_mean_and_computes_what_avg_pool1d_would():
+    torch.manual_seed(0)
+    enc = Encoder(1, 4, 3, 2, spatial=1)
+    assert [type(m).__name__ for m in enc].count("PairMean") == 3
+    x = torch.randn(2, 1, 64)
+    reference = nn.Sequential(*[nn.AvgPool1d(2) if isinstance(m, PairMean) else m for m in enc])
+    assert torch.equal(enc(x), reference(x))
