@@ -29,14 +29,21 @@ shift $(( $# >= 2 ? 2 : 1 ))
 parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(4 5)
 read -r -a seeds <<< "${SEEDS:-0 1 2}"
+claims=${CLAIMS:-}
 export OMP_NUM_THREADS=1
-mnist=(--dataset mnist --data-dir "$data" --latent-dim 32 --budget 1048576 --precision auto --threads 1
+mnist=(--dataset mnist --data-dir "$data" --latent-dim 32 --budget "${BUDGET:-1048576}" --precision auto --threads 1
        --workdir "$work")
 probes=(--task linear --task knn --task kmeans --set kmeans.restarts=100)
+
+claim() {  # UNIT: true if this copy should run UNIT (no CLAIMS, or the claim is ours)
+    [ -z "$claims" ] && return 0
+    mkdir -p "$claims" && mkdir "$claims/$1" 2>/dev/null
+}
 
 mnist_along_training() {  # FAMILY...: train each to 2^20 with snapshots, probe every snapshot, then k-means x 1,000
     for seed in "${seeds[@]}"; do
         for family in "$@"; do
+            claim "mnist-$family-$seed" || continue
             echo "== $(date -u +%FT%TZ) mnist-32 $family seed $seed" >&2
             repeval run --encoder "$family" --seed "$seed" "${mnist[@]}" "${probes[@]}" --along-training
             repeval run --encoder "$family" --seed "$seed" "${mnist[@]}" --task kmeans --set kmeans.restarts=1000
@@ -50,6 +57,7 @@ for part in "${parts[@]}"; do
         5)
             for seed in "${seeds[@]}"; do
                 for family in vae vae+acai; do
+                    claim "lines-$family-$seed" || continue
                     echo "== $(date -u +%FT%TZ) lines $family seed $seed" >&2
                     repeval run --encoder "$family" --seed "$seed" --dataset lines --budget 262144 --precision auto \
                         --threads 1 --workdir "$work" --task interpolation --along-training
