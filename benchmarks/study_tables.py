@@ -10,6 +10,7 @@ workdir's repeval.db (as `repeval results` does); prints Markdown for RESULTS.md
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from repeval.compare import compare
@@ -93,6 +94,8 @@ def main() -> None:
 
 def _diff(line, k: float) -> str:
     d = line.diff
+    if math.isnan(d.low):  # every seed differs by the same amount: the sign-flip test, no interval
+        return f"{k * d.mean:+.3g} (same on every seed), p={d.p:.3f} sign-flip, n={d.n}"
     return f"{k * d.mean:+.3g} [{k * d.low:+.3g}, {k * d.high:+.3g}], p={d.p:.3f}, n={d.n}"
 
 

@@ -8,6 +8,8 @@ settings (a probe seed that follows the run seed counts as the same setting,
 
 * Two or more **shared training seeds**: B − A per seed, its mean, a 95 % t interval and
   the two-sided p of a paired t-test (``scipy.stats.ttest_rel``), n = the shared seeds.
+  Where every seed differs by the same amount (quantised scores), no interval and the exact
+  sign-flip test, whose p is at least 2 / 2^n: n agreeing seeds show no more than that.
 * One shared seed, for a score stored with its per-example correctness (accuracies): the
   two models on the same test examples — a paired bootstrap interval of B − A and McNemar's
   exact test (:func:`repeval.stats.paired_test_set`), which cover test-set sampling only.
@@ -206,7 +208,8 @@ def format_comparison(lines: list[Line], encoder_a: str, encoder_b: str) -> str:
         cells.append((x.dataset, dim, x.task, x.metric, str(seeds), _num(x.a.mean), _num(x.b.mean),
                       _num(d.mean, True), interval, p, test, f"[{number}]"))
     notes = [f"[{i}] {_settings_text(s)}" for s, i in settings_index.items()]
-    legend = ("seeds: training seeds both have. Two or more: paired t-test over them (interval: t). One: the two "
+    legend = ("seeds: training seeds both have. Two or more: paired t-test over them (interval: t); where every "
+              "seed differs by the same amount, no interval and the exact sign-flip test (p ≥ 2/2^seeds). One: the two "
               "models on the same test examples, McNemar's exact test and a paired bootstrap interval (test-set "
               "noise only). * p < 0.05. Each model's probe seeds are averaged first.")
     return "\n".join([aligned_table(headers, cells, numeric), "", legend, *notes])

@@ -21,7 +21,9 @@ test set (which examples happen to be in it). The functions here are the buildin
   test examples (``scipy.stats.bootstrap``, seeded, 1,000 resamples): the test-set-only
   interval, which even a single model gets.
 * :func:`paired_difference` — B − A paired over the training seeds both have: mean, 95 %
-  t interval of the differences and the two-sided p-value of ``scipy.stats.ttest_rel``.
+  t interval of the differences and the two-sided p-value of ``scipy.stats.ttest_rel``;
+  where every seed differs by the same amount, no interval and the exact sign-flip test
+  (``scipy.stats.permutation_test``), whose p cannot go below 2 / 2^n.
 * :func:`paired_test_set` — B − A over the same test examples for one model each: a
   paired bootstrap interval (``scipy.stats.bootstrap(paired=True)``) and McNemar's exact
   test on the discordant examples (``scipy.stats.binomtest``).
@@ -44,6 +46,7 @@ CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 SIGNIFICANCE = 0.05  # p below this counts as a significant difference (report's best marks)
+SIGN_FLIP = "sign-flip"  # the paired test where every seed's difference is the same (no t interval)
 
 
 # ------------------------------------------------------------------------------ correctness bits
@@ -205,7 +208,9 @@ class Difference:
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Difference:
     """B − A over paired values (one pair per shared training seed): the mean difference, a
-    t interval of the differences and ``scipy.stats.ttest_rel``'s two-sided p-value."""
+    t interval of the differences and ``scipy.stats.ttest_rel``'s two-sided p-value. Where
+    the differences have no spread: NaN ends and the exact sign-flip test's p (test
+    ``"sign-flip"``)."""
     from scipy import stats
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -215,11 +220,18 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     mean = float(diff.mean())
     if diff.size < 2:
         return Difference(mean, math.nan, math.nan, math.nan, int(diff.size), "paired t")
+    rounding = 1e-9 * max(float(np.abs(a).max()), float(np.abs(b).max()))
+    if np.ptp(diff) <= rounding:  # every seed differs by the same amount, up to rounding
+        # No spread (quantised scores often differ by the same amount on every seed): the t
+        # statistic and interval are undefined, and a zero-width interval with p = 0 would
+        # claim certainty from n seeds. The exact sign-flip test is defined; its smallest p is
+        # 2 / 2^n (0.25 at three seeds), which is what n agreeing seeds can show.
+        flips = np.full(diff.size, 1.0 if mean >= 0 else -1.0)  # the common difference, rounding removed
+        test = stats.permutation_test((flips,), np.mean, permutation_type="samples", n_resamples=math.inf)
+        p = 1.0 if abs(mean) <= rounding else min(1.0, float(test.pvalue))
+        return Difference(mean, math.nan, math.nan, p, int(diff.size), SIGN_FLIP)
     interval = t_interval(diff, confidence)
-    if np.all(diff == diff[0]):  # no spread: the t statistic is undefined
-        p = 1.0 if diff[0] == 0 else 0.0
-    else:
-        p = float(stats.ttest_rel(b, a).pvalue)
+    p = float(stats.ttest_rel(b, a).pvalue)
     low, high = (interval.low, interval.high) if interval else (math.nan, math.nan)
     return Difference(mean, low, high, p, int(diff.size), "paired t")
 

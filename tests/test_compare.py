@@ -67,6 +67,18 @@ def test_only_shared_seeds_are_paired():
     assert "paired t" in text.splitlines()[1]
 
 
+def test_a_constant_difference_over_seeds_is_not_called_certain():
+    # undefined interpolations are counts: three seeds that each differ by exactly 4 once gave a
+    # zero-width interval and p = 0; n agreeing seeds show p = 2 / 2^n under the sign-flip test
+    rows = [row("vae", s, 10.0 + s, metric="n_undefined", task="interpolation") for s in range(3)]
+    rows += [row("vae+acai", s, 14.0 + s, metric="n_undefined", task="interpolation") for s in range(3)]
+    [line] = compare(rows, "vae", "vae+acai")
+    assert (line.diff.mean, line.diff.n, line.diff.test) == (4.0, 3, "sign-flip")
+    assert line.diff.p == pytest.approx(0.25) and math.isnan(line.diff.low)
+    [values] = [x.split() for x in format_comparison([line], "vae", "vae+acai").splitlines()[1:2]]
+    assert values[7:11] == ["+4.0000", "-", "0.25", "sign-flip"]
+
+
 def test_one_shared_seed_compares_accuracies_on_the_test_examples():
     a = np.arange(300) % 10 < 6
     b = a.copy()

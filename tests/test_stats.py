@@ -72,11 +72,26 @@ def test_paired_difference_is_ttest_rel():
     assert d.significant == (d.p < 0.05)
     one = paired_difference([0.5], [0.7])
     assert one.mean == pytest.approx(0.2) and math.isnan(one.p) and one.n == 1
-    constant = paired_difference([0.5, 0.6], [0.6, 0.7])
-    assert constant.p == 0.0 and constant.low == constant.high == pytest.approx(0.1)
     assert paired_difference([0.5, 0.6], [0.5, 0.6]).p == 1.0
     with pytest.raises(ValueError):
         paired_difference([0.5, 0.6], [0.5])
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_a_difference_without_spread_gets_the_sign_flip_test_and_no_interval(n):
+    # Quantised scores (counts, accuracies of 10,000 examples) often differ by the same amount
+    # on every seed, up to float rounding: 0.6 - 0.5 != 0.8 - 0.7 in binary. The t statistic
+    # is undefined; n agreeing seeds show p = 2 / 2^n under the exact sign-flip test, not 0.
+    a = [0.5, 0.7, 0.1, 0.3, 0.9][:n]
+    d = paired_difference(a, [x + 0.1 for x in a])
+    assert d.test == "sign-flip" and d.mean == pytest.approx(0.1) and math.isnan(d.low) and math.isnan(d.high)
+    assert d.p == pytest.approx(min(1.0, 2 / 2**n)) and not d.significant
+    down = paired_difference(a, [x - 3 for x in a])
+    assert down.mean == pytest.approx(-3) and down.p == pytest.approx(min(1.0, 2 / 2**n))
+    same = paired_difference(a, [x + 1e-15 for x in a])  # equal up to rounding
+    assert same.p == 1.0 and same.test == "sign-flip"
+    spread = paired_difference(a, [x + 0.1 + 1e-3 * i for i, x in enumerate(a)])  # a real spread: the t-test
+    assert spread.test == "paired t" and spread.low < spread.mean < spread.high
 
 
 def test_mcnemar_is_an_exact_binomial_test_on_the_discordant_examples():

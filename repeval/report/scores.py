@@ -32,7 +32,7 @@ from repeval.devices import PAPER_BUDGET
 from repeval.jsonio import canonical_json
 from repeval.report.data_status import DataStatus, data_status, unique_flags
 from repeval.report.format import anchor, fmt_budget, fmt_interval, fmt_mean_std, fmt_number, fmt_signed
-from repeval.stats import SIGNIFICANCE, Interval, within
+from repeval.stats import SIGN_FLIP, SIGNIFICANCE, Interval, within
 from repeval.summary import summarise
 
 
@@ -395,6 +395,8 @@ def _score_table(dataset: str, dim: int, groups: list[dict[str, Any]],
 def _test_text(d) -> str:
     if d.test == "paired t":
         return f"p = {d.p:.2g}, paired t over {d.n} shared seeds"
+    if d.test == SIGN_FLIP:
+        return f"p = {d.p:.2g}, exact sign-flip test over {d.n} shared seeds (its smallest p is 2/2^{d.n})"
     return f"p = {d.p:.2g}, McNemar on {d.n:,} test examples (one seed)"
 
 
@@ -485,9 +487,12 @@ def pairwise_matrix(table: ScoreTable) -> PairwiseMatrix | None:
             if math.isnan(d.p):
                 line.append(MatrixCell(text, False, f"{a.encoder} − {b.encoder}: {text}; not tested ({d.test})", 0))
                 continue
-            cut = within(Interval(d.low, d.high, "t"), view.difference_bounds)
-            interval = fmt_interval(view.display(cut.low), view.display(cut.high), view.decimals) \
-                + (" (cut at the range a difference can take)" if cut.clipped else "")
+            if math.isnan(d.low):  # no spread over the seeds: no t interval (stats.paired_difference)
+                interval = "none (every shared seed differs by the same amount)"
+            else:
+                cut = within(Interval(d.low, d.high, "t"), view.difference_bounds)
+                interval = fmt_interval(view.display(cut.low), view.display(cut.high), view.decimals) \
+                    + (" (cut at the range a difference can take)" if cut.clipped else "")
             significant = d.p < SIGNIFICANCE
             better = sign * d.mean > 0
             line.append(MatrixCell(text + ("*" if significant else ""), significant,
