@@ -10,7 +10,12 @@ Parts (``--parts``, default all):
   start times of steps 1 … S−1) and the ratio shepard / lines per family and latent size.
 - ``pool`` — the 1-D stack's pooling: each family trained on ``shepard`` as built (the pair mean
   of ``encoders.layers.PairMean``) and with ``torch.nn.AvgPool1d(2)`` in its place (the same
-  numbers), interleaved. Figure: images/s and the ratio pair mean / ``AvgPool1d``.
+  numbers; both in the plain (B, C, L) layout ``AvgPool1d`` needs), interleaved. Figure: images/s
+  and the ratio pair mean / ``AvgPool1d``.
+- ``layout`` — the 1-D stacks' layout: each family trained on ``shepard`` as built ((B, C, 1, L)
+  channels-last tensors through ``encoders.layers.SignalConv``) and as plain (B, C, L) ``conv1d``
+  stacks (``encoders.layers.SIGNALS_CHANNELS_LAST`` off; the same function, other roundings),
+  interleaved. Figure: images/s and the ratio channels-last / conv1d.
 - ``search`` — the nearest-bank search of the interpolation metric for 4,096 decoded signals
   (256 pairs × 16 steps) against the 10,000-tone bank: repeval's
   ``repeval.probes.interpolation.nearest_in_bank`` (torch float64 matmul on normalised
@@ -101,13 +106,29 @@ def part_pool(families: list[str], latents: list[int], steps: int, reps: int) ->
 
     shepard = data.load("shepard")
 
-    def with_avg_pool1d(family: str, dim: int) -> float:
-        with mock.patch.object(encoders.layers, "PairMean", torch.nn.AvgPool1d):
+    def with_avg_pool1d(family: str, dim: int) -> float:  # AvgPool1d takes (B, C, L): the plain 1-D layout
+        with mock.patch.object(encoders.layers, "PairMean", torch.nn.AvgPool1d), \
+                mock.patch.object(encoders.layers, "SIGNALS_CHANNELS_LAST", False):
             return train_rate(family, shepard, dim, steps)
 
     return compare_rates(families, latents, reps,
                          {"pair_mean": lambda f, d: train_rate(f, shepard, d, steps), "avg_pool1d": with_avg_pool1d},
                          "images", ("pair_mean", "avg_pool1d"))
+
+
+def part_layout(families: list[str], latents: list[int], steps: int, reps: int) -> dict[str, Any]:
+    import encoders.layers
+    from repeval import data
+
+    shepard = data.load("shepard")
+
+    def plain(family: str, dim: int) -> float:
+        with mock.patch.object(encoders.layers, "SIGNALS_CHANNELS_LAST", False):
+            return train_rate(family, shepard, dim, steps)
+
+    return compare_rates(families, latents, reps,
+                         {"channels_last": lambda f, d: train_rate(f, shepard, d, steps), "conv1d": plain},
+                         "images", ("channels_last", "conv1d"))
 
 
 def numpy_search(queries, bank, factors):
@@ -168,7 +189,7 @@ def part_task(reps: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--parts", default="train,search,task", help="any of train,pool,search,task")
+    p.add_argument("--parts", default="train,search,task", help="any of train,layout,pool,search,task")
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--latents", default="64,256")
     p.add_argument("--steps", type=int, default=24, help="training steps per run")
@@ -187,6 +208,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "train" in parts:
             result["train"] = part_train(args.families.split(","), [int(d) for d in args.latents.split(",")],
                                          args.steps, args.reps)
+        if "layout" in parts:
+            result["layout"] = part_layout(args.families.split(","), [int(d) for d in args.latents.split(",")],
+                                           args.steps, args.reps)
         if "pool" in parts:
             result["pool"] = part_pool(args.families.split(","), [int(d) for d in args.latents.split(",")],
                                        args.steps, args.reps)

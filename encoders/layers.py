@@ -9,7 +9,10 @@ Tensors are NCHW (the official code is NHWC; only the flattening order differs).
 
 On 1-D signals (``Arch.spatial == 1``, tensors NCL) the same stacks use ``Conv1d`` with kernels
 of 3 (the encoder's first conv 1), a 2-position average pooling (:class:`PairMean`, the numbers of
-``AvgPool1d(2)``) and 2× nearest up-sampling; fan_in = k·C_in.
+``AvgPool1d(2)``) and 2× nearest up-sampling; fan_in = k·C_in. They take and return (B, C, L) but
+run inside as (B, C, 1, L) tensors in channels-last memory (:class:`SignalConv` keeps the
+``Conv1d`` parameters and computes a 1×k 2-D conv): the same function, other roundings, and on a
+CPU 1.1–1.2× faster training than plain ``conv1d`` (``benchmarks/RESULTS.md`` §13.6).
 Their width doubles at every second pooling (:func:`stack_width`), which keeps the
 paper's cost per scale (a 1-D pooling halves the positions, a 2-D one quarters them).
 
@@ -42,10 +45,54 @@ from encoders.base import Arch, Autoencoder, DecoderInput, Step, count
 LRELU_SLOPE = 0.2
 
 
+class SignalConv(nn.Conv1d):
+    """A ``Conv1d`` (its parameters, state-dict keys and numbers) that also runs on the 1-D
+    stacks' internal layout, (B, C, 1, L) tensors in channels-last memory, as a 1×k 2-D conv.
+
+    On a CPU oneDNN's channels-last 2-D convolution is 1.5–2.4× faster than ``conv1d`` at the
+    stacks' wide early scales (``benchmarks/RESULTS.md`` §13.6): the same arithmetic, other
+    roundings, like the 2-D stacks' channels-last layout."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 3:
+            return super().forward(x)
+        return F.conv2d(x, self.weight.unsqueeze(2), self.bias, padding=(0, self.padding[0]))
+
+
+class NearestUp(nn.Module):
+    """2× nearest up-sampling of the last dimension (of (B, C, L) or the internal (B, C, 1, L)),
+    keeping a channels-last layout: the numbers of ``nn.Upsample(scale_factor=2)`` on 1-D maps."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 3:
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        return F.interpolate(x, scale_factor=(1, 2), mode="nearest")
+
+
+# The 1-D stacks run as (B, C, 1, L) channels-last tensors (:class:`SignalConv`); False runs them
+# as plain (B, C, L) conv1d stacks, the same function (benchmarks/bench_signals.py --parts layout).
+SIGNALS_CHANNELS_LAST = True
+
+
+class _Stack(nn.Sequential):
+    """A conv stack; a 1-D one (``spatial`` 1) takes and returns (B, C, L) and runs inside as
+    (B, C, 1, L) in channels-last memory while :data:`SIGNALS_CHANNELS_LAST`."""
+
+    spatial = 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.spatial == 2 or x.dim() != 3 or not SIGNALS_CHANNELS_LAST:
+            return super().forward(x)
+        h = x.unsqueeze(2)
+        if not torch._C._functorch.is_batchedtensor(h):  # vmap (packed seeds) has no memory formats
+            h = h.contiguous(memory_format=torch.channels_last)
+        return super().forward(h).squeeze(2)
+
+
 def conv(c_in: int, c_out: int, kernel: int, spatial: int = 2) -> nn.Conv2d | nn.Conv1d:
     """A "same"-padded conv (2-D, or 1-D when ``spatial`` is 1) with the paper's He-modified
     normal init and a zero bias."""
-    layer = (nn.Conv2d if spatial == 2 else nn.Conv1d)(c_in, c_out, kernel, padding=kernel // 2)
+    layer = (nn.Conv2d if spatial == 2 else SignalConv)(c_in, c_out, kernel, padding=kernel // 2)
     fan_in = kernel ** spatial * c_in
     nn.init.normal_(layer.weight, std=1.0 / math.sqrt((1.0 + LRELU_SLOPE ** 2) * fan_in))
     nn.init.zeros_(layer.bias)
@@ -87,7 +134,7 @@ class PairMean(nn.Module):
         return (x[..., 0::2] + x[..., 1::2]) * 0.5
 
 
-class Encoder(nn.Sequential):
+class Encoder(_Stack):
     """The encoder stack f (``docs/protocol.md`` §2.2); also the ACAI critic (§2.6) with its own weights.
 
     1×1 conv to ``depth`` (linear); per scale i: two 3×3 convs to ``depth·2^i`` + leaky ReLU,
@@ -108,9 +155,10 @@ class Encoder(nn.Sequential):
         top = stack_width(depth, scales, spatial)
         layers += [conv(c_in, top, 3, spatial), lrelu(), conv(top, latent_channels, 3, spatial)]
         super().__init__(*layers)
+        self.spatial = spatial
 
 
-class Decoder(nn.Sequential):
+class Decoder(_Stack):
     """The decoder stack g (``docs/protocol.md`` §2.3).
 
     Per scale i = scales−1 … 0: two 3×3 convs to ``depth·2^i`` + leaky ReLU, 2× nearest
@@ -125,10 +173,11 @@ class Decoder(nn.Sequential):
         for scale in range(scales - 1, -1, -1):
             width = stack_width(depth, scale, spatial)
             layers += [conv(c_in, width, 3, spatial), lrelu(), conv(width, width, 3, spatial), lrelu(),
-                       nn.Upsample(scale_factor=2, mode="nearest")]
+                       nn.Upsample(scale_factor=2, mode="nearest") if spatial == 2 else NearestUp()]
             c_in = width
         layers += [conv(c_in, depth, 3, spatial), lrelu(), conv(depth, colors, 3, spatial)]
         super().__init__(*layers)
+        self.spatial = spatial
 
 
 @contextmanager

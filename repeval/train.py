@@ -406,6 +406,11 @@ class Trainer:
         record = provenance.collect(self.device, self.dataset)
         record["precision"] = precisions.describe("bf16" if self.amp else "fp32", self.device)
         record["memory_format"] = "channels_last" if self.channels_last else "contiguous"
+        if self.dataset.example.kind != "image":
+            from encoders import layers
+
+            record["memory_format"] = ("channels_last (the 1-D stacks run as B x C x 1 x L)"
+                                       if layers.SIGNALS_CHANNELS_LAST else "contiguous")
         if self._cast is not None:
             record["precision"] += f" (weights of {len(self._cast)} layers cast once per step)"
         record["training_step"] = self._graph.mode if self._graph is not None else "eager"

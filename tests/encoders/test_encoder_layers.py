@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import pytest
 import torch
 from torch import nn
 
 import encoders
+from encoders import layers
 from encoders.base import Arch, count
-from encoders.layers import Decoder, Encoder, PairMean, conv, dense
+from encoders.layers import Decoder, Encoder, NearestUp, PairMean, SignalConv, conv, dense
 
 # docs/protocol.md §2.5: (colors, depth, latent_width, latent channels) -> encoder, decoder, ACAI critic
 PAPER_COUNTS = [
@@ -102,4 +104,54 @@ def test_the_1d_stack_pools_with_pair_mean_and_computes_what_avg_pool1d_would():
     assert [type(m).__name__ for m in enc].count("PairMean") == 3
     x = torch.randn(2, 1, 64)
     reference = nn.Sequential(*[nn.AvgPool1d(2) if isinstance(m, PairMean) else m for m in enc])
-    assert torch.equal(enc(x), reference(x))
+    with mock.patch.object(layers, "SIGNALS_CHANNELS_LAST", False):  # AvgPool1d takes the plain (B, C, L)
+        assert torch.equal(enc(x), reference(x))
+
+
+def test_1d_convs_keep_conv1d_parameters_so_checkpoints_load():
+    enc = Encoder(1, 4, 3, 2, spatial=1)
+    plain = nn.Sequential(*[nn.Conv1d(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding)
+                            if isinstance(m, SignalConv) else m for m in enc])
+    assert all(isinstance(m, nn.Conv1d) for m in enc if isinstance(m, SignalConv))
+    assert {k: v.shape for k, v in enc.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind, channels, length", [("signal", 1, 1024), ("tokens", 22, 64)])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
+def test_the_channels_last_1d_layout_computes_the_conv1d_stack(kind, channels, length, dtype, tolerance):
+    # the 1-D stacks run as (B, C, 1, L) channels-last 2-D convs (faster on a CPU): the same function
+    # as plain conv1d stacks, forward and backward, up to rounding; (B, C, L) in and out
+    from repeval.data.base import Example
+
+    torch.manual_seed(0)
+    model = encoders.get("acai").build(channels, 8, 64, {}, Example(kind, channels, length))
+    x = torch.randn(4, channels, length)
+
+    def run(channels_last: bool):
+        model.zero_grad()
+        with mock.patch.object(layers, "SIGNALS_CHANNELS_LAST", channels_last), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            z = model.encoder(x)
+            y = model.decoder(z)
+            critic = model.critic(y)
+        (y.float().square().mean() + critic.float().mean()).backward()
+        return z.float(), y.float(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    z, y, grads = run(True)
+    z0, y0, grads0 = run(False)
+    assert z.shape == (4, 4, 16) and y.shape == (4, channels, length)
+    scale = lambda t: t.abs().max().item() + 1e-12  # noqa: E731
+    assert (z - z0).abs().max().item() <= tolerance * scale(z0)
+    assert (y - y0).abs().max().item() <= tolerance * scale(y0)
+    assert len(grads) == len(grads0) == sum(1 for p in model.parameters() if p.grad is not None)
+    for g, g0 in zip(grads, grads0):
+        assert (g - g0).abs().max().item() <= 5 * tolerance * scale(g0)
+
+
+def test_nearest_up_repeats_each_position():
+    x = torch.arange(6.0).reshape(1, 2, 3)
+    assert torch.equal(NearestUp()(x), torch.repeat_interleave(x, 2, dim=-1))
+    x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    up = NearestUp()(x4)
+    assert torch.equal(up.squeeze(2), torch.repeat_interleave(x, 2, dim=-1))
+    assert up.is_contiguous(memory_format=torch.channels_last)
