@@ -32,7 +32,7 @@ class CastOnce:
     precision (the VAE heads) keeps float32 weights.
     """
 
-    LAYERS = (nn.Conv2d, nn.Linear)
+    LAYERS = (nn.Conv2d, nn.Conv1d, nn.Linear)  # Conv1d: the 1-D stacks (encoders.layers.SignalConv)
 
     def __init__(self, root: nn.Module, names: list[str]):
         named = dict(root.named_parameters())
@@ -46,8 +46,11 @@ class CastOnce:
         return len({n.rsplit(".", 1)[0] for n in self.names})
 
     @classmethod
-    def survey(cls, root: nn.Module, *args) -> tuple[Any, "CastOnce"]:
-        """``root(*args)`` as usual, noting which layers qualify; the result and the caster."""
+    def survey(cls, root: nn.Module, *args, repeated: bool = False) -> tuple[Any, "CastOnce"]:
+        """``root(*args)`` as usual, noting which layers qualify; the result and the caster.
+        ``repeated`` also admits layers run more than once with gradients (their bf16 gradient
+        contributions then sum in bf16): packed training, where autocast cannot reach a
+        convolution at all."""
         calls: dict[str, list[tuple[bool, bool]]] = {}  # per call: (under bf16 autocast, grad enabled)
 
         def note(name):
@@ -68,7 +71,7 @@ class CastOnce:
             for h in handles:
                 h.remove()
         layers = {name for name, seen in calls.items()
-                  if seen and all(bf16 for bf16, _ in seen) and sum(grad for _, grad in seen) <= 1}
+                  if seen and all(bf16 for bf16, _ in seen) and (repeated or sum(grad for _, grad in seen) <= 1)}
         names = [n for n, p in root.named_parameters()
                  if n.rsplit(".", 1)[0] in layers and p.requires_grad and p.dtype == torch.float32]
         return result, cls(root, names)

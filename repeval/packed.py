@@ -298,11 +298,16 @@ class PackedTrainer(Trainer):
 
         Under ``vmap`` autocast does not reach convolutions (their batching rule bypasses it),
         so in a pack these copies are how bf16 happens at all: each such layer also casts its
-        input to bf16, as autocast would. The others run as autocast leaves them."""
+        input to bf16, as autocast would. Layers run twice with gradients (ACAI's decoder and
+        critic) are included: left in float32 they would receive the bf16 outputs of the layers
+        before them and fail; their two gradient contributions sum in bf16, where a single run's
+        autocast sums them in float32 (one more rounding, inside the pack's float-rounding
+        agreement with single runs). Full-precision layers (the VAE heads) run as autocast
+        leaves them."""
         devices = [torch.device(self.device)] if self.cuda else []
         with torch.random.fork_rng(devices=devices), self._autocast(cache_enabled=False):
             probe = _Forward(state.base.model, state.base.classifier)
-            _, caster = CastOnce.survey(probe, x)
+            _, caster = CastOnce.survey(probe, x, repeated=True)
         self._packed_cast = [n for n in caster.names if n in state.params]
         self._shadows = {n: torch.empty_like(state.params[n], dtype=torch.bfloat16).requires_grad_()
                          for n in self._packed_cast}

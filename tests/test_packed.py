@@ -187,6 +187,20 @@ def test_a_packed_bf16_step_runs_its_layers_in_bf16_like_the_single_run(tmp_path
         np.testing.assert_allclose(member.history["autoencoder"], alone.history["autoencoder"], rtol=2e-2)
 
 
+def test_a_packed_bf16_acai_casts_the_layers_it_runs_twice(tmp_path):
+    """ACAI's decoder and critic run twice with gradients: left to autocast, which does not reach
+    convolutions under vmap, they received the encoder's bf16 output with float32 weights and the
+    pack failed ("Input type (c10::BFloat16) and bias type (float)"). In a pack they are cast too."""
+    specs = [tiny_spec("acai", budget=256, seed=s) for s in (0, 1)]
+    trainer = PackedTrainer(specs, tiny_dataset(), "cpu", tmp_path / "pack", amp=True, progress=False)
+    members = trainer.run()
+    cast = {n.rsplit(".", 2)[0] for n in trainer._packed_cast}
+    assert {"model.encoder", "model.decoder", "model.critic"} <= cast
+    for spec, member in zip(specs, members):  # the pack's own random draws (α), so to a few percent
+        alone = Trainer(spec, tiny_dataset(), "cpu", tmp_path / f"alone-{spec.seed}", amp=True, progress=False).run()
+        np.testing.assert_allclose(member.history["autoencoder"], alone.history["autoencoder"], rtol=2e-2)
+
+
 def test_a_nan_in_one_member_stops_the_pack_naming_it(tmp_path, monkeypatch):
     from encoders.baseline import Baseline
 

@@ -85,3 +85,31 @@ def test_signal_seeds_pack_into_the_runs_they_would_train_alone(tmp_path):
         bound = 2 * spec.steps * spec.lr
         for (name, p), q in zip(ckpt.load_model().state_dict().items(), alone.load_model().state_dict().values()):
             torch.testing.assert_close(p, q, rtol=0, atol=bound, msg=name)
+
+
+def test_signal_acai_packs_in_bf16(tmp_path):
+    from repeval.packed import PackedTrainer
+
+    specs = [make_spec("acai", "shepard", latent_dim=64, budget=128, seed=s, precision="bf16") for s in (0, 1)]
+    members = PackedTrainer(specs, tiny_signals(), "cpu", tmp_path, progress=False, log=lambda m: None).run()
+    assert all(np.isfinite(m.history["autoencoder"]).all() for m in members)
+
+
+@pytest.mark.parametrize("encoder", ["baseline", "acai"])
+def test_signal_weights_cast_once_give_autocasts_numbers_bit_for_bit(tmp_path, encoder):
+    # under bf16 the 1-D convs (SignalConv, a Conv1d) run on bf16 copies made once per step, as the
+    # 2-D ones do (repeval/acceleration.py CastOnce): the same roundings as autocast's per-call casts
+    dataset = tiny_signals()
+    spec = make_spec(encoder, "shepard", latent_dim=64, budget=256, seed=0, precision="bf16")
+    runs = {}
+    for once in (False, True):
+        trainer = Trainer(spec, dataset, "cpu", tmp_path / str(once), progress=False, log=lambda m: None,
+                          cast_once=once)
+        runs[once] = (trainer, trainer.run())
+    trainer = runs[True][0]
+    conv1d = {n.rsplit(".", 1)[0] for n in trainer._cast.names if n.startswith(("model.encoder.", "model.decoder."))}
+    assert len(conv1d) >= 10  # the 1-D stacks' convs were cast once
+    autocast, once = runs[False][1], runs[True][1]
+    for (name, a), b in zip(autocast.load_state()["model"].items(), once.load_state()["model"].values()):
+        assert torch.equal(a, b), name
+    assert autocast.history == once.history
