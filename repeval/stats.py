@@ -226,9 +226,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
         # statistic and interval are undefined, and a zero-width interval with p = 0 would
         # claim certainty from n seeds. The exact sign-flip test is defined; its smallest p is
         # 2 / 2^n (0.25 at three seeds), which is what n agreeing seeds can show.
-        flips = np.full(diff.size, 1.0 if mean >= 0 else -1.0)  # the common difference, rounding removed
-        test = stats.permutation_test((flips,), np.mean, permutation_type="samples", n_resamples=math.inf)
-        p = 1.0 if abs(mean) <= rounding else min(1.0, float(test.pvalue))
+        p = 1.0
+        if abs(mean) > rounding:  # the common difference's sign, rounding removed, flipped every way
+            flips = np.full(diff.size, 1.0 if mean > 0 else -1.0)
+            test = stats.permutation_test((flips,), np.mean, permutation_type="samples", n_resamples=math.inf)
+            p = min(1.0, float(test.pvalue))
         return Difference(mean, math.nan, math.nan, p, int(diff.size), SIGN_FLIP)
     interval = t_interval(diff, confidence)
     p = float(stats.ttest_rel(b, a).pvalue)
