@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", default="2", help="thread count, or several comma-separated (each measured in turn)")
     p.add_argument("--sklearn-algorithms", default="lloyd",
                    help="scikit-learn's algorithms to time, comma-separated (lloyd, elkan)")
+    p.add_argument("--lanes", default="",
+                   help="repeval's lanes (parallel shares of an assignment step), comma-separated to time each in "
+                        "turn; the first is the one compared with scikit-learn (default: the thread count)")
     p.add_argument("--reps", type=int, default=1, help="scikit-learn runs (before and after repeval when 2)")
     p.add_argument("--out")
     args = p.parse_args(argv)
@@ -127,10 +130,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = [by_algorithm[algorithms[0]]]
     settings = km.KMeansSettings(restarts=args.restarts, niter=args.niter, seed=args.seed)
     init = km.initial_indices(x.shape[0], k, args.restarts, args.seed)
-    load = common.load_average()
-    start = time.perf_counter()
-    found = km.batched_lloyd(x, init, args.niter, km.tolerance(x, settings.tol), "cpu")
-    seconds = time.perf_counter() - start
+    lane_counts = [int(v) if v else None for v in args.lanes.split(",")]
+    by_lanes: dict[str, Any] = {}
+    for lanes in reversed(lane_counts):  # the first (compared with scikit-learn) last, i.e. kept below
+        load = common.load_average()
+        start = time.perf_counter()
+        found = km.batched_lloyd(x, init, args.niter, km.tolerance(x, settings.tol), "cpu", lanes=lanes)
+        seconds = time.perf_counter() - start
+        by_lanes[found.gemm] = {"seconds": round(seconds, 2), "load_before": load, "load_after": common.load_average(),
+                                "best_inertia": float(found.inertia[found.best]), "best_restart": found.best,
+                                "restart_iterations": int(found.n_iter.sum())}
+        print(f"repeval {args.restarts} restarts, {found.gemm}: {seconds:.1f} s", flush=True)
     ours = {"seconds": round(seconds, 2), "load_before": load, "load_after": common.load_average(),
             "best_restart": found.best, "inertia_float32_steps": float(found.inertia[found.best]),
             "iterations": {"mean": round(float(found.n_iter.mean()), 2), "median": float(np.median(found.n_iter)),
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "repeval_n_iter": int(found.n_iter[found.best]), **{f"sklearn_{m}": v for m, v in
                                                                      scores(refit.cluster_centers_).items()}}
     report.update({
-        "repeval": ours, "sklearn": sk, "sklearn_by_algorithm": by_algorithm,
+        "repeval": ours, "repeval_by_lanes": by_lanes, "sklearn": sk, "sklearn_by_algorithm": by_algorithm,
         "ratio_repeval_over_sklearn_scaled_by_algorithm": {a: round(seconds / r["scaled_s"], 4)
                                                            for a, r in by_algorithm.items()},
         "ratio_repeval_over_sklearn_scaled": round(seconds / scaled, 4),

@@ -44,9 +44,10 @@ points move, and the inertia of a restart is exact without another pass. A resta
 converged leaves the batch, and a waiting one takes its slot (:data:`POOL_LABEL_BYTES` bounds
 the restarts held at once); chunks over points bound the distance buffer
 (:data:`CHUNK_ELEMENTS`). On the CPU the products go through numpy's BLAS (faster than
-torch's there), with torch's thread count, while the bookkeeping runs on one thread (two
-pools each using every core slowed each other down); on CUDA they are torch matmuls in full
-float32 (unless TF32 matmuls are switched on globally, which PyTorch leaves off). The
+torch's there), and an assignment step runs in one lane per thread: each lane takes every
+other chunk through its product and the per-point work after it, single-threaded, into its
+own change of the sums (two pools each using every core slowed each other down); on CUDA
+they are torch matmuls in full float32 (unless TF32 matmuls are switched on globally, which PyTorch leaves off). The
 algorithm is the same code on both. Bounds that skip distances (Hamerly, Elkan) prune
 little on whitened 256-d latents and break the one-product structure, so none is used.
 
@@ -58,6 +59,7 @@ run's seed, or the probe seed). All settings are recorded with every score.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -172,19 +174,25 @@ class LloydResult:
 
 
 class _Matmul:
-    """``out = a @ b.T`` for float32 matrices: numpy's BLAS on the CPU (with torch's thread
-    count), torch on other devices."""
+    """``out = a @ b.T`` for float32 matrices: numpy's BLAS on the CPU, torch on other devices.
 
-    def __init__(self, device: str):
+    On the CPU the search runs in ``lanes`` Python threads (default: torch's thread count), each
+    taking every ``lanes``-th chunk of points through the product *and* the per-point work after
+    it; BLAS gets the threads the lanes leave (``threads // lanes``, at least one)."""
+
+    def __init__(self, device: str, lanes: int | None = None):
         import torch
 
         self.cpu = torch.device(device).type == "cpu"
-        self.name = "numpy BLAS (float32)" if self.cpu else "torch matmul (float32)"
         self.threads = torch.get_num_threads()
+        self.lanes = max(1, (lanes or self.threads) if self.cpu else 1)
+        self.blas_threads = max(1, self.threads // self.lanes)
+        self.name = ("numpy BLAS (float32)" if self.cpu else "torch matmul (float32)") + (
+            f", {self.lanes} lanes" if self.lanes > 1 else "")
 
     def limits(self):
-        """For the whole search on the CPU: the products on numpy's BLAS with torch's thread
-        count, the per-point bookkeeping (torch) on one thread. Two thread pools each asking for
+        """For the whole search on the CPU: the products on numpy's BLAS with the threads the lanes
+        leave, torch's per-point work on one thread per lane. Two thread pools each asking for
         every core fight for them (BLAS threads spin after a product while torch's ops wait for a
         core): at 2 threads on 2 cores the search was slower than at 1 (RESULTS.md §12)."""
         if not self.cpu:
@@ -193,7 +201,7 @@ class _Matmul:
         from threadpoolctl import threadpool_limits
 
         stack = ExitStack()
-        stack.enter_context(threadpool_limits(limits=self.threads, user_api="blas"))
+        stack.enter_context(threadpool_limits(limits=self.blas_threads, user_api="blas"))
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         stack.callback(torch.set_num_threads, before)
@@ -214,6 +222,22 @@ class _Matmul:
         return out
 
 
+class _Step:
+    """One lane's share of an assignment step: its distance buffer and its float32 change of
+    the sums, moved counts, squared norms and changed pairs per restart."""
+
+    def __init__(self, k: int, w: int, dim: int, m: int, dev):
+        import torch
+
+        self.buffer = torch.empty(m, k * w, device=dev)
+        self.delta = torch.zeros(w * k, dim, device=dev)
+        self.moved_into = torch.zeros(w * k, dtype=torch.int64, device=dev)
+        self.moved_from = torch.zeros(w * k, dtype=torch.int64, device=dev)
+        self.sq_delta = torch.zeros(w * k, dtype=torch.float64, device=dev)
+        self.changed_count = torch.zeros(w, dtype=torch.int64, device=dev)
+        self.changed_pairs = 0
+
+
 def _label_dtype(k: int):
     import torch
 
@@ -222,14 +246,17 @@ def _label_dtype(k: int):
 
 
 def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, device: str, *,
-                  chunk_elements: int | None = None, pool_label_bytes: int = POOL_LABEL_BYTES) -> LloydResult:
+                  chunk_elements: int | None = None, pool_label_bytes: int = POOL_LABEL_BYTES,
+                  lanes: int | None = None) -> LloydResult:
     """scikit-learn's Lloyd k-means (``KMeans(algorithm="lloyd")``, unit sample weights) for
     every restart of ``init``, many at once (module docstring).
 
     ``x``: ``(n, D)`` train points (used in float32); ``init``: ``(R, k)`` row indices of the
     starting centroids, or ``(R, k, D)`` centroids; ``tol``: the *absolute* tolerance on the
-    summed squared centre shift (:func:`tolerance` gives scikit-learn's). Deterministic for a
-    given device and thread count.
+    summed squared centre shift (:func:`tolerance` gives scikit-learn's); ``lanes``: parallel
+    lanes of an assignment step on the CPU (default: torch's thread count; :class:`_Matmul`).
+    Deterministic for a given device and lane count (lanes sum their float32 changes of the
+    centroid sums separately, so another lane count may round a near-tie the other way).
     """
     import torch
 
@@ -245,7 +272,8 @@ def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, de
     else:
         raise ValueError(f"init must be (restarts, k) indices or (restarts, k, {dim}) centroids, got {init.shape}")
     restarts, k = starts.shape[:2]
-    matmul = _Matmul(device)
+    matmul = _Matmul(device, lanes)
+    lanes = matmul.lanes
     label_dtype = _label_dtype(k)
     width = max(1, min(restarts, pool_label_bytes // (n * torch.tensor([], dtype=label_dtype).element_size())))
     chunk_elements = chunk_elements or (CUDA_CHUNK_ELEMENTS if dev.type == "cuda" else CHUNK_ELEMENTS)
@@ -306,7 +334,7 @@ def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, de
     def _within(slot: int) -> bool:
         return bool(shifts[slot] <= tol)
 
-    with matmul.limits():
+    with matmul.limits(), ThreadPoolExecutor(lanes, thread_name_prefix="kmeans-lane") as pool:
         while bool((slot_restart >= 0).any()):
             active = slot_restart >= 0
             w = labels.shape[1]
@@ -324,44 +352,51 @@ def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, de
             dup_src = earlier[dup_slot, dup_j].to(torch.int8).argmax(-1) if dup_slot.numel() else None
             fresh = (n_iter == 0) & active
             fresh_dev, active_dev = fresh.to(dev), active.to(dev)
-            m = max(1, min(n, chunk_elements // (k * w)))
-            buffer = torch.empty(m, k * w, device=dev)
-            delta = torch.zeros(w * k, dim, device=dev)  # this step's change of the sums, float32
-            moved_into = torch.zeros(w * k, dtype=torch.int64, device=dev)
-            moved_from = torch.zeros(w * k, dtype=torch.int64, device=dev)
-            sq_delta = torch.zeros(w * k, **f64)
-            changed_count = torch.zeros(w, dtype=torch.int64, device=dev)
             fresh_idx = torch.nonzero(fresh_dev).flatten()
             steady = active_dev & ~fresh_dev
-            for start in range(0, n, m):
-                stop = min(n, start + m)
-                dist = matmul(xa[start:stop], ca, buffer[:stop - start]).view(stop - start, k, w)
-                if dup_src is not None:
-                    dist[:, dup_j, dup_slot] = dist[:, dup_src, dup_slot]
-                best_d = dist.amin(1)
-                lab = labels[start:stop]
-                if fresh_idx.numel():  # a restart's first step: every point gets a cluster
-                    every = fresh_idx.numel() == w
-                    sub = dist if every else dist[:, :, fresh_idx]
-                    first = _first_argmin(sub, best_d if every else best_d[:, fresh_idx], label_dtype)
-                    lab[:, fresh_idx] = first
-                    _add_assignments(xt[start:stop], x_sq[start:stop], first.long(), fresh_idx, k, matmul,
-                                     delta, moved_into, sq_delta)
-                current = dist.gather(1, lab.long().clamp_max(k - 1).unsqueeze(1)).squeeze(1)
-                pairs = ((current > best_d) & steady).nonzero()
-                if pairs.numel() == 0:
-                    continue
-                point, slot = pairs[:, 0], pairs[:, 1]
-                new = dist[point, :, slot].argmin(1)  # the first minimum, as scikit-learn
-                old = lab[point, slot].long()
-                lab[point, slot] = new.to(label_dtype)
-                changed_count += torch.bincount(slot, minlength=w)
-                _apply_moves(xt[start:stop], x_sq[start:stop], point, slot * k + old, slot * k + new, delta,
-                             moved_into, moved_from, sq_delta, matmul, pairs=(stop - start) * w)
-                stats["changed_pairs"] += int(pairs.shape[0])
-            sums += delta.view(w, k, dim).double()
-            counts += (moved_into - moved_from).view(w, k).double()
-            sq += sq_delta.view(w, k)
+            m = max(1, min(n, chunk_elements // (k * w * lanes)))
+            step = _Step(k, w, dim, m, dev)
+            chunks = list(range(0, n, m))
+
+            def lane_work(lane: int) -> _Step:
+                """The assignment step for every ``lanes``-th chunk of points, into this lane's
+                own buffer and accumulators (lanes run in parallel; labels are row-disjoint)."""
+                acc = step if lane == 0 else _Step(k, w, dim, m, dev)
+                for start in chunks[lane::lanes]:
+                    stop = min(n, start + m)
+                    dist = matmul(xa[start:stop], ca, acc.buffer[:stop - start]).view(stop - start, k, w)
+                    if dup_src is not None:
+                        dist[:, dup_j, dup_slot] = dist[:, dup_src, dup_slot]
+                    best_d = dist.amin(1)
+                    lab = labels[start:stop]
+                    if fresh_idx.numel():  # a restart's first step: every point gets a cluster
+                        every = fresh_idx.numel() == w
+                        sub = dist if every else dist[:, :, fresh_idx]
+                        first = _first_argmin(sub, best_d if every else best_d[:, fresh_idx], label_dtype)
+                        lab[:, fresh_idx] = first
+                        _add_assignments(xt[start:stop], x_sq[start:stop], first.long(), fresh_idx, k, matmul,
+                                         acc.delta, acc.moved_into, acc.sq_delta)
+                    current = dist.gather(1, lab.long().clamp_max(k - 1).unsqueeze(1)).squeeze(1)
+                    pairs = ((current > best_d) & steady).nonzero()
+                    if pairs.numel() == 0:
+                        continue
+                    point, slot = pairs[:, 0], pairs[:, 1]
+                    new = dist[point, :, slot].argmin(1)  # the first minimum, as scikit-learn
+                    old = lab[point, slot].long()
+                    lab[point, slot] = new.to(label_dtype)
+                    acc.changed_count += torch.bincount(slot, minlength=w)
+                    _apply_moves(xt[start:stop], x_sq[start:stop], point, slot * k + old, slot * k + new, acc.delta,
+                                 acc.moved_into, acc.moved_from, acc.sq_delta, matmul, pairs=(stop - start) * w)
+                    acc.changed_pairs += int(pairs.shape[0])
+                return acc
+
+            parts = [lane_work(0)] if lanes == 1 else list(pool.map(lane_work, range(lanes)))
+            for acc in parts:  # in lane order: the same sums for a given lane count
+                sums += acc.delta.view(w, k, dim).double()
+                counts += (acc.moved_into - acc.moved_from).view(w, k).double()
+                sq += acc.sq_delta.view(w, k)
+                stats["changed_pairs"] += acc.changed_pairs
+            changed_count = sum(acc.changed_count for acc in parts)
             stats["steps"] += 1
             changed = changed_count.cpu()
             # ---- per restart: done, or an update step (scikit-learn's loop order)

@@ -90,10 +90,13 @@ def sklearn_lloyd(x, centroids, max_iter=1000, tol=1e-4):
                   algorithm="lloyd").fit(x)
 
 
-def test_batched_lloyd_follows_sklearn_from_identical_centroids():
+@pytest.mark.parametrize("lanes", [1, 3])  # the assignment step in one lane, or split over three threads
+def test_batched_lloyd_follows_sklearn_from_identical_centroids(lanes):
     x = overlapping(1500, seed=0)
     init = initial_indices(len(x), 10, restarts=12, seed=3)
-    found = batched_lloyd(x, init, max_iter=1000, tol=tolerance(x, 1e-4), device="cpu")
+    found = batched_lloyd(x, init, max_iter=1000, tol=tolerance(x, 1e-4), device="cpu", lanes=lanes,
+                          chunk_elements=lanes * 100 * 10 * 12)  # 15 chunks of 100 points
+    assert found.gemm.endswith("3 lanes") == (lanes == 3)
     iterations = []
     for r in range(12):
         ref = sklearn_lloyd(x, x[init[r]])
@@ -124,10 +127,14 @@ def test_pool_and_chunks_do_not_change_the_result():
     # two restarts held at once (refilled as they finish), 37 points per chunk
     small = batched_lloyd(x, init, 1000, tolerance(x, 1e-4), "cpu", chunk_elements=37 * 10 * 2,
                           pool_label_bytes=2 * len(x))
-    assert small.width == 2 and whole.width == 9
-    np.testing.assert_array_equal(small.n_iter, whole.n_iter)
-    np.testing.assert_allclose(small.inertia, whole.inertia, rtol=1e-6)  # float32 sums in another order
-    assert small.best == whole.best
+    # and the same small chunks dealt to two lanes (threads), each summing its own share
+    lanes = batched_lloyd(x, init, 1000, tolerance(x, 1e-4), "cpu", chunk_elements=2 * 37 * 10 * 2,
+                          pool_label_bytes=2 * len(x), lanes=2)
+    assert small.width == 2 and whole.width == 9 and lanes.width == 2
+    for other in (small, lanes):
+        np.testing.assert_array_equal(other.n_iter, whole.n_iter)
+        np.testing.assert_allclose(other.inertia, whole.inertia, rtol=1e-6)  # float32 sums in another order
+        assert other.best == whole.best
 
 
 def test_empty_cluster_is_reseeded_as_sklearn_does():
