@@ -15,6 +15,7 @@ from pathlib import Path
 
 from repeval.compare import compare
 from repeval.errors import UserError
+from repeval.stats import SIGN_FLIP
 from repeval.store import Store
 from repeval.summary import summarise
 
@@ -94,8 +95,12 @@ def main() -> None:
 
 def _diff(line, k: float) -> str:
     d = line.diff
-    if math.isnan(d.low):  # every seed differs by the same amount: the sign-flip test, no interval
+    if math.isnan(d.mean):  # a seed's score is undefined (e.g. smoothness where no path is defined)
+        return f"undefined on some seed, n={d.n}"
+    if d.test == SIGN_FLIP:  # every seed differs by the same amount: the sign-flip test, no interval
         return f"{k * d.mean:+.3g} (same on every seed), p={d.p:.3f} sign-flip, n={d.n}"
+    if math.isnan(d.low):
+        return f"{k * d.mean:+.3g} (no interval), n={d.n}"
     return f"{k * d.mean:+.3g} [{k * d.low:+.3g}, {k * d.high:+.3g}], p={d.p:.3f}, n={d.n}"
 
 
