@@ -72,7 +72,8 @@ def main() -> None:
             line = []
             for b in budgets:
                 g = cell.get((enc, b, task, metric))
-                line.append(f"{k * g['mean']:.3g} ± {k * g['std']:.2g}" if g else "")
+                undefined = g is not None and math.isnan(g["mean"])  # e.g. smoothness with no defined path
+                line.append("undefined" if undefined else f"{k * g['mean']:.3g} ± {k * g['std']:.2g}" if g else "")
             print(f"| {enc} | " + " | ".join(line) + " |")
     for a, b_ in pairs:
         if not {a, b_} <= set(encoders):
