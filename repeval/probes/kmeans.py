@@ -355,13 +355,12 @@ def batched_lloyd(x: np.ndarray, init: np.ndarray, max_iter: int, tol: float, de
             fresh_idx = torch.nonzero(fresh_dev).flatten()
             steady = active_dev & ~fresh_dev
             m = max(1, min(n, chunk_elements // (k * w * lanes)))
-            step = _Step(k, w, dim, m, dev)
             chunks = list(range(0, n, m))
 
             def lane_work(lane: int) -> _Step:
                 """The assignment step for every ``lanes``-th chunk of points, into this lane's
                 own buffer and accumulators (lanes run in parallel; labels are row-disjoint)."""
-                acc = step if lane == 0 else _Step(k, w, dim, m, dev)
+                acc = _Step(k, w, dim, m, dev)
                 for start in chunks[lane::lanes]:
                     stop = min(n, start + m)
                     dist = matmul(xa[start:stop], ca, acc.buffer[:stop - start]).view(stop - start, k, w)
