@@ -198,6 +198,7 @@ def part_compile(args, dataset) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    common.as_the_cli()  # train as `repeval train` does (common's docstring)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="precision,threads,compile")
     p.add_argument("--families", default=",".join(bt.FAMILIES))

@@ -24,7 +24,9 @@ Parts (``--parts``, default all):
   interpolants, search, metrics) with a freshly built baseline at latent 64, against the search
   alone: the task's overhead beyond the search is the encoding and decoding.
 
-One thread (``--threads``, default 1) for everything. Prints a JSON document; ``--out`` saves it.
+One thread (``--threads``, default 1) for everything, and the allocator setting the CLI gives
+its own process (``common.as_the_cli``; ``REPEVAL_MALLOC_TUNING=0`` measures glibc's defaults).
+Prints a JSON document; ``--out`` saves it.
 
     python benchmarks/bench_signals.py --out benchmarks/results/cpu-DATE/bench_signals.json
 """
@@ -188,6 +190,7 @@ def part_task(reps: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    common.as_the_cli()  # train as `repeval train` does (common's docstring)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="train,search,task", help="any of train,layout,pool,search,task")
     p.add_argument("--families", default=",".join(FAMILIES))

@@ -129,6 +129,7 @@ def part_train(families: list[str], latents: list[int], steps: int, reps: int) -
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    common.as_the_cli()  # train as `repeval train` does (common's docstring)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="search,task,train")
     p.add_argument("--families", default=",".join(FAMILIES))

@@ -298,6 +298,7 @@ def measure_family(family: str, dataset, steps: int, reps: int, device: str, wit
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    common.as_the_cli()  # train as `repeval train` does (common's docstring)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--steps", type=int, help="training steps per run (default: quick 10, full 24)")

@@ -6,6 +6,11 @@ Timing protocol (every benchmark): the contenders run *interleaved in one proces
 comparison is the ratio of medians, stated as "repeval / peer". The 1-minute load
 average is read before and after every measurement and stored with it, since the
 development machine is shared.
+
+Process set-up: the training benchmarks run under the allocator setting the CLI gives its own
+process (:func:`as_the_cli`, glibc's mmap and trim thresholds), so they measure what ``repeval
+train`` and ``repeval run`` do; ``REPEVAL_MALLOC_TUNING=0`` measures glibc's defaults instead
+(what the library gets inside someone else's process). :func:`machine` records which.
 """
 
 from __future__ import annotations
@@ -64,6 +69,24 @@ def versions() -> dict[str, str]:
     return out
 
 
+def as_the_cli() -> bool:
+    """This process's allocator as the CLI sets its own (``repeval/cli.py::_tune_allocator``:
+    glibc keeps freed activation buffers for reuse instead of mapping, faulting and unmapping
+    them every step). Returns whether it was applied (not with ``REPEVAL_MALLOC_TUNING=0``, the
+    user's own ``MALLOC_*_THRESHOLD_`` variables, or another allocator)."""
+    from repeval.cli import _tune_allocator
+
+    global _ALLOCATOR
+    applied = _tune_allocator()
+    env_set = any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
+    _ALLOCATOR = ("the CLI's glibc thresholds" if applied else
+                  "glibc thresholds from MALLOC_*_THRESHOLD_" if env_set else "the default")
+    return applied
+
+
+_ALLOCATOR = "the default"
+
+
 def machine() -> dict[str, Any]:
     """Where and when the figures were taken: CPU, cores, load, threads, GPU, versions."""
     import torch
@@ -74,6 +97,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "load_1min": load_average(),
         "torch_threads": torch.get_num_threads(),
+        "allocator": _ALLOCATOR,
         "env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "MALLOC_"))},
         "versions": versions(),
     }
