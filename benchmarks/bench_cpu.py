@@ -45,7 +45,7 @@ CONFIGS = {"fp32": ("fp32", False), "fp32 CL": ("fp32", True), "bf16 CL": ("bf16
 def spec_for(family: str, latent: int, precision: str = "fp32"):
     from repeval.specs import PAPER_BUDGET, make_spec
 
-    # the paper's budget keeps the online evaluation (every 65,536 images) out of short runs
+    # the paper's budget spaces the online evaluations out; steady_rate takes the median step
     return make_spec(family, "mnist", latent_dim=latent, budget=PAPER_BUDGET, seed=0, precision=precision)
 
 

@@ -6,8 +6,9 @@ Parts (``--parts``, default all):
 - ``train`` — every family (``--families``) at latent 64 and 256 (``--latents``), trained by
   ``repeval.train.Trainer`` for ``--steps`` batches of 64 on ``lines`` (1×32×32 images, the
   2-D stack, channels-last) and on ``shepard`` (1×1024 signals, the 1-D stack), interleaved
-  (``common.interleaved`` order), ``--reps`` rounds. Figure: steady-state images/s (from the
-  start times of steps 1 … S−1) and the ratio shepard / lines per family and latent size.
+  (``common.interleaved`` order), ``--reps`` rounds. Figure: steady-state images/s (of the
+  median step, the first left out: ``bench_train.steady_rate``) and the ratio shepard / lines
+  per family and latent size.
 - ``pool`` — the 1-D stack's pooling: each family trained on ``shepard`` as built (the pair mean
   of ``encoders.layers.PairMean``) and with ``torch.nn.AvgPool1d(2)`` in its place (the same
   numbers; both in the plain (B, C, L) layout ``AvgPool1d`` needs), interleaved. Figure: images/s
@@ -55,7 +56,8 @@ def train_rate(family: str, dataset, latent_dim: int, steps: int) -> float:
     from repeval.specs import PAPER_BUDGET, make_spec
     from repeval.train import Trainer
 
-    # the paper's budget keeps the online evaluation (every 65,536 images) out of short runs
+    # the paper's budget spaces the online evaluations out (the first at 1,024 images, step 16:
+    # steady_rate takes the median step, so an evaluation inside the run does not count)
     spec = make_spec(family, dataset.name, latent_dim=latent_dim, budget=PAPER_BUDGET, seed=0)
     cls = encoders.get(family)
     stamps: list[float] = []

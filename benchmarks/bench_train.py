@@ -12,12 +12,11 @@ instances* (pythae gets repeval's ``Encoder``/``Decoder`` stacks wrapped as its
 - ``plain`` — a plain PyTorch loop: random batch, ``model.training_step``, one
   ``backward(inputs=group)`` per optimiser group, Adam per group; nothing else.
 
-Three figures: **steady-state images/s** of each run (from the start times of steps
-1 … S−1, so model construction, the first step and the final save are excluded), median
+Three figures: **steady-state images/s** of each run (64 / its median step time, the first
+step left out, so model construction, the first step, the online evaluations the trainer
+makes at 1,024 images and every doubling after, and the final save are excluded), median
 over ``--reps`` runs; **step-median images/s**, 64 / the median time of all those steps of
-all runs, which the few steps slowed by the allocator's page faults (glibc returning and
-re-faulting large blocks; ±10 % on a run's rate here) do not move; and the **end-to-end**
-wall time of the whole call. Contenders run interleaved (see ``common.interleaved``).
+all runs; and the **end-to-end** wall time of the whole call. Contenders run interleaved (see ``common.interleaved``).
 
 Loss definitions differ in scale only where pythae fixes them (see ``PEER_NOTES``); the
 compute per step is the same network, forward and backward.
@@ -71,7 +70,7 @@ def make_spec(family: str):
     from repeval.specs import PAPER_BUDGET
     from repeval.specs import make_spec as _make_spec
 
-    # the paper's budget keeps the online evaluation (every 65,536 images) out of short runs
+    # the paper's budget spaces the online evaluations out; steady_rate takes the median step
     return _make_spec(family, "mnist", latent_dim=256, budget=PAPER_BUDGET, seed=0)
 
 
@@ -98,10 +97,15 @@ def step_times(stamps: list[float]) -> list[float]:
 
 
 def steady_rate(stamps: list[float], batch: int) -> float:
-    """Images/s between the first and the last recorded step start."""
+    """Images/s of the median step, the first (warm-up) step left out.
+
+    The median, not the span from first to last step: the trainer evaluates its online classifier
+    on the whole test set at 1,024 images and every doubling after (``repeval.specs.ONLINE_FIRST``),
+    i.e. inside step 16 of a batch-64 run, and a span over more than 16 steps would count that
+    evaluation (seconds, and of a different size on every dataset) as training time."""
     if len(stamps) < 3:
         raise ValueError("need at least 3 steps for a steady-state rate")
-    return batch * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return batch / statistics.median(step_times(stamps))
 
 
 # ----------------------------------------------------------------------------- contenders
