@@ -16,7 +16,8 @@ Three figures: **steady-state images/s** of each run (64 / its median step time,
 step left out, so model construction, the first step, the online evaluations the trainer
 makes at 1,024 images and every doubling after, and the final save are excluded), median
 over ``--reps`` runs; **step-median images/s**, 64 / the median time of all those steps of
-all runs; and the **end-to-end** wall time of the whole call. Contenders run interleaved (see ``common.interleaved``).
+all runs; and the **end-to-end** wall time of the whole call. Contenders run interleaved (see
+``common.interleaved``).
 
 Loss definitions differ in scale only where pythae fixes them (see ``PEER_NOTES``); the
 compute per step is the same network, forward and backward.

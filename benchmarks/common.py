@@ -78,13 +78,11 @@ def as_the_cli() -> bool:
 
     global _ALLOCATOR
     applied = _tune_allocator()
-    env_set = any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
-    _ALLOCATOR = ("the CLI's glibc thresholds" if applied else
-                  "glibc thresholds from MALLOC_*_THRESHOLD_" if env_set else "the default")
+    _ALLOCATOR = "the CLI's glibc thresholds" if applied else "left alone (glibc's own MALLOC_* variables: env)"
     return applied
 
 
-_ALLOCATOR = "the default"
+_ALLOCATOR = "left alone (glibc's own MALLOC_* variables: env)"
 
 
 def machine() -> dict[str, Any]:
