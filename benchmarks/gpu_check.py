@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -720,6 +721,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--only", help="comma-separated part names (overrides --profile)")
     p.add_argument("--profile", choices=sorted(PROFILES), default=os.environ.get("GPU_CHECK_PROFILE", "packed"),
                    help="which parts: packed (the default: packed training's figures, under 6 minutes) or full")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the scratch directory of checkpoints and runs (removed at the end by default: "
+                        "a few hundred MiB per run)")
     args = p.parse_args(argv)
     if not args.device.startswith("cuda"):  # a dry run on a small, possibly shared CPU
         torch.set_num_threads(1)
@@ -735,9 +739,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              ("packed_correctness", packed_correctness, 60), ("packed_throughput", packed_throughput, 150),
              ("grid_projection", grid_projection, 110)]
     only = set(args.only.split(",")) if args.only else PROFILES[args.profile]
-    for name, fn, box in parts:
-        if only is None or name in only:
-            c.run(name, lambda fn=fn: fn(c), box)
+    try:
+        for name, fn, box in parts:
+            if only is None or name in only:
+                c.run(name, lambda fn=fn: fn(c), box)
+    finally:  # also on Ctrl-C or a timeout of the whole script: the results so far are already written
+        if args.keep_work:
+            print(f"# scratch kept: {c.work}", flush=True)
+        else:
+            shutil.rmtree(c.work, ignore_errors=True)
     print(markdown(c.results))
     return c.results
 

@@ -20,6 +20,9 @@ def test_the_packed_profile_dry_runs_on_the_cpu(tmp_path, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "gpu_check_dry_run", module)
     spec.loader.exec_module(module)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(module.tempfile, "tempdir", str(scratch))  # where the check's work directory goes
     results = module.main(["--device", "cpu", "--dataset", "digits", "--out", str(tmp_path), "--deadline", "400",
                            "--only", "packed_correctness,packed_throughput,grid_projection"])
     parts = results["parts"]
@@ -31,3 +34,5 @@ def test_the_packed_profile_dry_runs_on_the_cpu(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "gpu_check.json").read_text())
     assert written["parts"].keys() == parts.keys()
     assert "| packed_throughput | ok |" in (tmp_path / "gpu_check.md").read_text()
+    # its checkpoints and runs (hundreds of MiB) do not outlive it (torch's own caches may stay)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("repeval-gpu-check-")] == []
