@@ -354,21 +354,9 @@ def _colours(tables: list[ScoreTable]) -> dict[str, Any]:
     return figures.encoder_colours(learned, references)
 
 
-def _row_labels(table: ScoreTable) -> list[str]:
-    """Encoder names, qualified by latent and budget only where one encoder has several."""
-    latents: dict[str, set[str]] = {}
-    budgets: dict[str, set[int]] = {}
-    for r in table.rows:
-        latents.setdefault(r.encoder, set()).add(r.latent)
-        budgets.setdefault(r.encoder, set()).add(r.budget)
-    return [r.encoder + (f" ({r.latent})" if len(latents[r.encoder]) > 1 else "")
-            + (f" @{r.budget_text}" if len(budgets[r.encoder]) > 1 else "")
-            + (f" ({r.latent_dim}-d)" if r.latent_dim != table.latent_dim else "") for r in table.rows]
-
-
 def _figure_block(table: ScoreTable, previews: dict[tuple[str, int], Any], runs: list[RunView],
                   colours: dict[str, Any]) -> dict[str, Any]:
-    labels = _row_labels(table)
+    labels = table.row_labels()
     panels = []
     for c, column in enumerate(table.columns):
         panels.append({"title": column.title, "bars": [

@@ -217,6 +217,18 @@ class ScoreTable:
     def data_flags(self) -> list[DataStatus]:
         return unique_flags(d for r in self.rows for d in r.data)
 
+    def row_labels(self) -> list[str]:
+        """Each row's name: the encoder, qualified by latent and budget only where one encoder has
+        several in this table (e.g. ``acai @524,288 (2¹⁹)`` beside ``acai @1,048,576 (2²⁰)``)."""
+        latents: dict[str, set[str]] = {}
+        budgets: dict[str, set[int]] = {}
+        for r in self.rows:
+            latents.setdefault(r.encoder, set()).add(r.latent)
+            budgets.setdefault(r.encoder, set()).add(r.budget)
+        return [r.encoder + (f" ({r.latent})" if len(latents[r.encoder]) > 1 else "")
+                + (f" @{r.budget_text}" if len(budgets[r.encoder]) > 1 else "")
+                + (f" ({r.latent_dim}-d)" if r.latent_dim != self.latent_dim else "") for r in self.rows]
+
     @property
     def rows_share_data_flags(self) -> bool:
         """Whether every row has the same data flags (then the heading's flag says it all)."""
@@ -468,6 +480,7 @@ def pairwise_matrix(table: ScoreTable) -> PairwiseMatrix | None:
         return None
     column = table.columns[col]
     view = column.view
+    names = dict(zip(map(id, table.rows), table.row_labels()))  # the rows' names in the score table
     members = [r for r in table.rows if r.cells[col] is not None and r.cells[col].side is not None]
     if len(members) < 2:
         return None
@@ -479,13 +492,14 @@ def pairwise_matrix(table: ScoreTable) -> PairwiseMatrix | None:
             if a is b:
                 line.append(None)
                 continue
+            pair = f"{names[id(a)]} − {names[id(b)]}"
             d = difference(b.cells[col].side, a.cells[col].side)  # a − b
             if d is None:
-                line.append(MatrixCell("·", False, f"{a.encoder} and {b.encoder} share no training seed", 0))
+                line.append(MatrixCell("·", False, f"{names[id(a)]} and {names[id(b)]} share no training seed", 0))
                 continue
             text = fmt_signed(view.display(d.mean), view.decimals)
             if math.isnan(d.p):
-                line.append(MatrixCell(text, False, f"{a.encoder} − {b.encoder}: {text}; not tested ({d.test})", 0))
+                line.append(MatrixCell(text, False, f"{pair}: {text}; not tested ({d.test})", 0))
                 continue
             if math.isnan(d.low):  # no spread over the seeds: no t interval (stats.paired_difference)
                 interval = "none (every shared seed differs by the same amount)"
@@ -496,10 +510,10 @@ def pairwise_matrix(table: ScoreTable) -> PairwiseMatrix | None:
             significant = d.p < SIGNIFICANCE
             better = sign * d.mean > 0
             line.append(MatrixCell(text + ("*" if significant else ""), significant,
-                                   f"{a.encoder} − {b.encoder}: {text}, 95% interval {interval}, {_test_text(d)}",
+                                   f"{pair}: {text}, 95% interval {interval}, {_test_text(d)}",
                                    (1 if better else -1) if significant and sign else 0))
         cells.append(line)
-    labels = [r.encoder + (f" ({r.latent_dim}-d)" if r.latent_dim != table.latent_dim else "") for r in members]
+    labels = [names[id(r)] for r in members]
     return PairwiseMatrix(column, labels, cells)
 
 

@@ -13,7 +13,7 @@ import pytest
 from repeval.report.data_status import data_status
 from repeval.report.format import fmt_budget, fmt_budget_share, fmt_mean_std, fmt_number, fmt_signed
 from repeval.report.paper import PAPER_DECIMALS, load_paper, paper_tables
-from repeval.report.scores import score_tables
+from repeval.report.scores import pairwise_matrix, score_tables
 
 PAPER_JSON = Path(__file__).resolve().parents[2] / "reports" / "paper.json"
 
@@ -141,6 +141,18 @@ def test_settings_variants_split_a_column_and_budgets_split_rows():
     assert [c.title for c in table.columns] == ["k-means, 1,000 restarts: acc. %", "k-means, 10 restarts: acc. %"]
     assert [(r.budget, [c.text if c else None for c in r.cells]) for r in table.rows] == [
         (4096, [None, "60.00"]), (16384, ["90.00", "80.00"])]
+
+
+def test_one_encoder_at_two_budgets_is_named_apart_in_the_pairwise_matrix():
+    # a study that continued its runs to a longer budget: both budgets are rows of one table
+    rows = [row(e, v + 0.01 * s, seed=s, budget=b) for s in range(3)
+            for e, b, v in (("acai", 4096, 0.6), ("acai", 16384, 0.8), ("baseline", 16384, 0.7))]
+    [table] = score_tables(rows, {})
+    matrix = pairwise_matrix(table)
+    assert matrix.labels == ["baseline", "acai @4,096 (2¹²)", "acai @16,384 (2¹⁴)"] == table.row_labels()
+    titles = [cell.title for line in matrix.cells for cell in line if cell is not None]
+    assert titles[3].startswith("acai @4,096 (2¹²) − acai @16,384 (2¹⁴): −20.00")
+    assert not any(title.startswith("acai − acai") for title in titles)
 
 
 def test_reference_floor_joins_every_learned_table_of_its_dataset():
