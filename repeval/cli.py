@@ -690,8 +690,10 @@ def export_cmd(to, dataset, encoder, task, tracking_uri, experiment, run_name, p
 def compare_cmd(encoder_names, dataset, task, metric, workdir, data_dir, allow_unverified):
     """Paired differences B - A of two encoders' stored scores.
 
-    Per dataset, latent size, task and metric: B - A paired over the training seeds both
-    have (mean, 95% interval and p of a paired t-test, n seeds); with one shared seed,
+    Per dataset, latent size, budget, task and metric: B - A paired over the training seeds
+    both have (mean, 95% interval and p of a paired t-test, n seeds); learned encoders pair
+    at the same training budget (snapshots along training pair budget by budget), or, where
+    they share none, budget with budget as stored; with one shared seed,
     accuracies are compared on the same test examples (McNemar's test and a paired
     bootstrap interval). Probe seeds are averaged within each model first.
 

@@ -3,8 +3,10 @@ best marks and pairwise-difference matrices).
 
 Scores are paired where they measure the same thing: same dataset, task, metric and probe
 settings (a probe seed that follows the run seed counts as the same setting,
-:func:`repeval.summary.group_key`), and the same latent size (a reference encoder, budget
-0, pairs with every size). Within each encoder a model's probe seeds are averaged first.
+:func:`repeval.summary.group_key`), the same latent size and the same training budget (a
+reference encoder, budget 0, pairs with every size and budget). Where the two encoders were
+trained at no common budget (A at 2^16 only, B at 2^18 only), their budgets pair as asked and
+every line says which. Within each encoder a model's probe seeds are averaged first.
 
 * Two or more **shared training seeds**: B − A per seed, its mean, a 95 % t interval and
   the two-sided p of a paired t-test (``scipy.stats.ttest_rel``), n = the shared seeds.
@@ -96,6 +98,18 @@ def pairable(a: Side, b: Side) -> bool:
     return a.latent_dim == b.latent_dim or a.reference or b.reference
 
 
+def pairs(sides_a: list[Side], sides_b: list[Side]) -> list[tuple[Side, Side]]:
+    """The (A, B) groups of one (dataset, task, metric, settings) to compare: pairable ones, and
+    of two learned groups only those at the same budget — unless the two encoders share no
+    budget at that latent size, when each budget of A pairs with each of B (a run continued to
+    a longer budget, or snapshots along training, must not pair A at 2^12 with B at 2^20)."""
+    candidates = [(a, b) for a in sides_a for b in sides_b if pairable(a, b)]
+    # latent sizes where the two learned encoders have a budget in common
+    common = {a.latent_dim for a, b in candidates if not a.reference and not b.reference and a.budget == b.budget}
+    return [(a, b) for a, b in candidates
+            if a.reference or b.reference or a.budget == b.budget or a.latent_dim not in common]
+
+
 @dataclass
 class Line:
     """One line of ``repeval compare``."""
@@ -148,15 +162,12 @@ def compare(rows: list[dict[str, Any]], encoder_a: str, encoder_b: str, *, datas
     by_key_a, by_key_b = sides(mine[encoder_a]), sides(mine[encoder_b])
     lines, unpaired = [], []
     for key in sorted(set(by_key_a) & set(by_key_b)):
-        for a in by_key_a[key]:
-            for b in by_key_b[key]:
-                if not pairable(a, b):
-                    continue
-                diff = difference(a, b)
-                if diff is None:
-                    unpaired.append((key, a, b))
-                    continue
-                lines.append(Line(*key, a, b, diff))
+        for a, b in pairs(by_key_a[key], by_key_b[key]):
+            diff = difference(a, b)
+            if diff is None:
+                unpaired.append((key, a, b))
+                continue
+            lines.append(Line(*key, a, b, diff))
     if not lines:
         if unpaired:
             seeds_a = sorted({s for _, a, _ in unpaired for s in a.seeds})
@@ -169,7 +180,8 @@ def compare(rows: list[dict[str, Any]], encoder_a: str, encoder_b: str, *, datas
         raise UserError(f"{encoder_a} and {encoder_b} have no score in common (same dataset, task, metric, probe "
                         f"settings and latent size). {encoder_a} has: {', '.join(common[0]) or 'none'}; "
                         f"{encoder_b} has: {', '.join(common[1]) or 'none'}.")
-    return sorted(lines, key=lambda x: (x.dataset, x.a.latent_dim, *_declared_order(x.task, x.metric), x.settings))
+    return sorted(lines, key=lambda x: (x.dataset, x.a.latent_dim, *_declared_order(x.task, x.metric), x.settings,
+                                        x.a.budget, x.b.budget))
 
 
 def _declared_order(task: str, metric: str) -> tuple[int, int, str, str]:
@@ -192,8 +204,8 @@ def format_comparison(lines: list[Line], encoder_a: str, encoder_b: str) -> str:
     """The lines as an aligned table, with what each test covers under it."""
     from repeval.results import aligned_table
 
-    headers = ("dataset", "dim", "task", "metric", "seeds", encoder_a, encoder_b, f"{encoder_b}-{encoder_a}",
-               "95% CI", "p", "test", "settings")
+    headers = ("dataset", "dim", "budget", "task", "metric", "seeds", encoder_a, encoder_b,
+               f"{encoder_b}-{encoder_a}", "95% CI", "p", "test", "settings")
     numeric = {"dim", "seeds", encoder_a, encoder_b, f"{encoder_b}-{encoder_a}", "p"}
     settings_index: dict[str, int] = {}
     cells = []
@@ -205,14 +217,27 @@ def format_comparison(lines: list[Line], encoder_a: str, encoder_b: str) -> str:
         number = settings_index.setdefault(x.settings, len(settings_index) + 1)
         seeds = len(set(x.a.means) & set(x.b.means))
         test = f"{d.test} ({d.n:,} test examples)" if d.test == "McNemar" else d.test
-        cells.append((x.dataset, dim, x.task, x.metric, str(seeds), _num(x.a.mean), _num(x.b.mean),
+        cells.append((x.dataset, dim, _budget_text(x.a, x.b), x.task, x.metric, str(seeds), _num(x.a.mean),
+                      _num(x.b.mean),
                       _num(d.mean, True), interval, p, test, f"[{number}]"))
     notes = [f"[{i}] {_settings_text(s)}" for s, i in settings_index.items()]
-    legend = ("seeds: training seeds both have. Two or more: paired t-test over them (interval: t); where every "
+    legend = ("budget: training images of both (A vs B where they differ; fitted: both reference encoders). "
+              "seeds: training seeds both have. Two or more: paired t-test over them (interval: t); where every "
               "seed differs by the same amount, no interval and the exact sign-flip test (p ≥ 2/2^seeds). One: the two "
               "models on the same test examples, McNemar's exact test and a paired bootstrap interval (test-set "
               "noise only). * p < 0.05. Each model's probe seeds are averaged first.")
     return "\n".join([aligned_table(headers, cells, numeric), "", legend, *notes])
+
+
+def _budget_text(a: Side, b: Side) -> str:
+    """The budget of a line: one number where both were trained on it (or one is a reference
+    encoder), ``A vs B`` where they differ."""
+    learned = [x.budget for x in (a, b) if not x.reference]
+    if not learned:
+        return "fitted"
+    if len(set(learned)) == 1:
+        return f"{learned[0]:,}"
+    return f"{a.budget:,} vs {b.budget:,}"
 
 
 def _settings_text(settings: str) -> str:

@@ -167,8 +167,8 @@ class Results(Sequence):
                 metric: str | None = None):
         """B − A, paired as ``repeval compare`` pairs them (over shared training seeds, or on
         the same test examples for one seed), as a DataFrame: one row per dataset, task,
-        metric, settings and latent size, with the difference, its 95 % interval, p, n and
-        the test."""
+        metric, settings, latent size and budget, with the difference, its 95 % interval, p,
+        n and the test."""
         import pandas as pd
 
         from repeval.compare import compare

@@ -62,8 +62,8 @@ def test_only_shared_seeds_are_paired():
     assert line.diff.mean == pytest.approx(np.mean([b[s] - a[s] for s in shared]))
     assert line.diff.p == pytest.approx(ref.pvalue)
     text = format_comparison([line], "baseline", "acai")
-    assert text.splitlines()[0].split()[:9] == ["dataset", "dim", "task", "metric", "seeds", "baseline", "acai",
-                                                "acai-baseline", "95%"]
+    assert text.splitlines()[0].split()[:10] == ["dataset", "dim", "budget", "task", "metric", "seeds", "baseline",
+                                                 "acai", "acai-baseline", "95%"]
     assert "paired t" in text.splitlines()[1]
 
 
@@ -76,7 +76,7 @@ def test_a_constant_difference_over_seeds_is_not_called_certain():
     assert (line.diff.mean, line.diff.n, line.diff.test) == (4.0, 3, "sign-flip")
     assert line.diff.p == pytest.approx(0.25) and math.isnan(line.diff.low)
     [values] = [x.split() for x in format_comparison([line], "vae", "vae+acai").splitlines()[1:2]]
-    assert values[7:11] == ["+4.0000", "-", "0.25", "sign-flip"]
+    assert values[8:12] == ["+4.0000", "-", "0.25", "sign-flip"]
 
 
 def test_one_shared_seed_compares_accuracies_on_the_test_examples():
@@ -97,6 +97,25 @@ def test_a_reference_encoder_pairs_with_every_latent_size():
     rows += [row("pixels", s, 0.2, latent_dim=1024, budget=0) for s in range(3)]
     [line] = compare(rows, "pixels", "acai")
     assert line.diff.n == 3 and line.diff.mean == pytest.approx(0.41)
+
+
+def test_learned_encoders_pair_at_the_same_budget():
+    # snapshots along training (or a run continued to a longer budget) are groups at several
+    # budgets: A at 2^12 must not pair with B at 2^14
+    rows = [row(e, s, v + b / 2**20 + s / 100, budget=b) for s in range(3) for b in (4096, 16384)
+            for e, v in (("baseline", 0.5), ("acai", 0.6))]
+    rows += [row("pixels", s, 0.2, latent_dim=1024, budget=0) for s in range(3)]
+    lines = compare(rows, "baseline", "acai")
+    assert [(x.a.budget, x.b.budget) for x in lines] == [(4096, 4096), (16384, 16384)]
+    assert all(x.diff.mean == pytest.approx(0.1) for x in lines)
+    text = format_comparison(lines, "baseline", "acai").splitlines()
+    assert [line.split()[2] for line in text[1:3]] == ["4,096", "16,384"]
+    # a reference encoder pairs with every budget, and the line shows the learned one
+    assert [x.b.budget for x in compare(rows, "pixels", "acai")] == [4096, 16384]
+    # no budget in common: each budget pairs with each, and every line says which
+    apart = [r for r in rows if (r["encoder"], r["budget"]) in (("baseline", 4096), ("acai", 16384))]
+    [line] = compare(apart, "baseline", "acai")
+    assert format_comparison([line], "baseline", "acai").splitlines()[1].split()[2:5] == ["4,096", "vs", "16,384"]
 
 
 def test_bad_requests_name_what_is_stored():
@@ -127,7 +146,7 @@ def test_cli_compare_prints_the_paired_table_and_refuses_bad_input(tmp_path):
     out = runner.invoke(main, ["compare", "--encoder", "baseline", "--encoder", "acai", "--workdir", str(tmp_path)])
     assert out.exit_code == 0, out.output
     line = out.output.splitlines()[1].split()
-    assert line[:5] == ["digits", "256", "kmeans", "accuracy", "3"] and line[7] == "+0.1800"
+    assert line[:6] == ["digits", "256", "2,048", "kmeans", "accuracy", "3"] and line[8] == "+0.1800"
     assert "paired t" in out.output and "Traceback" not in out.output
     bad = runner.invoke(main, ["compare", "--encoder", "baseline", "--workdir", str(tmp_path)])
     assert bad.exit_code == 2 and "exactly two encoders" in bad.output
