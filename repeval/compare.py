@@ -218,8 +218,7 @@ def format_comparison(lines: list[Line], encoder_a: str, encoder_b: str) -> str:
         seeds = len(set(x.a.means) & set(x.b.means))
         test = f"{d.test} ({d.n:,} test examples)" if d.test == "McNemar" else d.test
         cells.append((x.dataset, dim, _budget_text(x.a, x.b), x.task, x.metric, str(seeds), _num(x.a.mean),
-                      _num(x.b.mean),
-                      _num(d.mean, True), interval, p, test, f"[{number}]"))
+                      _num(x.b.mean), _num(d.mean, True), interval, p, test, f"[{number}]"))
     notes = [f"[{i}] {_settings_text(s)}" for s, i in settings_index.items()]
     legend = ("budget: training images of both (A vs B where they differ; fitted: both reference encoders). "
               "seeds: training seeds both have. Two or more: paired t-test over them (interval: t); where every "

@@ -480,22 +480,23 @@ def pairwise_matrix(table: ScoreTable) -> PairwiseMatrix | None:
         return None
     column = table.columns[col]
     view = column.view
-    names = dict(zip(map(id, table.rows), table.row_labels()))  # the rows' names in the score table
-    members = [r for r in table.rows if r.cells[col] is not None and r.cells[col].side is not None]
+    # (name, row) of each row with a score, named as the score table names it
+    members = [(name, r) for name, r in zip(table.row_labels(), table.rows)
+               if r.cells[col] is not None and r.cells[col].side is not None]
     if len(members) < 2:
         return None
     sign = {"higher": 1, "lower": -1}.get(view.direction or "", 0)
     cells: list[list[MatrixCell | None]] = []
-    for a in members:
+    for name_a, a in members:
         line: list[MatrixCell | None] = []
-        for b in members:
+        for name_b, b in members:
             if a is b:
                 line.append(None)
                 continue
-            pair = f"{names[id(a)]} − {names[id(b)]}"
+            pair = f"{name_a} − {name_b}"
             d = difference(b.cells[col].side, a.cells[col].side)  # a − b
             if d is None:
-                line.append(MatrixCell("·", False, f"{names[id(a)]} and {names[id(b)]} share no training seed", 0))
+                line.append(MatrixCell("·", False, f"{name_a} and {name_b} share no training seed", 0))
                 continue
             text = fmt_signed(view.display(d.mean), view.decimals)
             if math.isnan(d.p):
@@ -513,8 +514,7 @@ def pairwise_matrix(table: ScoreTable) -> PairwiseMatrix | None:
                                    f"{pair}: {text}, 95% interval {interval}, {_test_text(d)}",
                                    (1 if better else -1) if significant and sign else 0))
         cells.append(line)
-    labels = [names[id(r)] for r in members]
-    return PairwiseMatrix(column, labels, cells)
+    return PairwiseMatrix(column, [name for name, _ in members], cells)
 
 
 @dataclass
